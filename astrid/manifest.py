@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,13 +160,15 @@ def read_fits(path: str | os.PathLike, *, dtype: Any = None) -> tuple[np.ndarray
         When the file is not readable FITS or holds no image.
     """
     from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
 
     path = Path(path)
     if not path.is_file():
         msg = f"FITS file not found: {path}"
         raise FileNotFoundError(msg)
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
+            warnings.simplefilter("ignore", AstropyWarning)
             hdul.verify("exception")
             for hdu in hdul:
                 if hdu.data is not None and hdu.data.ndim >= 2:
@@ -357,7 +360,7 @@ class Manifest:
         return problems
 
     def content_hash(self) -> str:
-        """A short hash identifying the dataset's content (samples and file hashes)."""
+        """Return a short hash identifying the dataset's content (samples and file hashes)."""
         payload = json.dumps({"samples": self.samples, "files": self.files}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
