@@ -324,10 +324,23 @@ def run(
             raise RunFailed(msg) from None
         executed.append(executed_path)
         outputs.update(read_outputs(step_dir))
+        outputs["report"] = str(_export_html(executed_path))
     seconds = time.perf_counter() - start
     record.update(status="succeeded", outputs=outputs, seconds=round(seconds, 1))
     _write_record(run_dir, record)
     return RunResult(run_dir=run_dir, notebooks=executed, outputs=outputs, seconds=seconds)
+
+
+def _export_html(notebook: Path) -> Path:
+    """Export an executed notebook to HTML beside it (the run's readable report)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    target = notebook.with_suffix(".html")
+    with atomic_write(target, "w") as handle:
+        handle.write(body)
+    return target
 
 
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:

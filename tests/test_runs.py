@@ -44,7 +44,9 @@ def chain(tmp_path):
 
 def test_preset_chains_outputs_and_records_provenance(chain, tmp_path):
     result = runs.run(chain, out=tmp_path / "run1", progress=False)
-    assert result.outputs == {"value": 21, "doubled": 42}
+    assert result.outputs["value"] == 21 and result.outputs["doubled"] == 42
+    assert result.outputs["report"].endswith("b_second.html")
+    assert "doubled" in (result.run_dir / "b_second.html").read_text()
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["status"] == "succeeded" and record["astrid_version"]
     assert record["steps"][0]["parameters"]["scale"] == 1
