@@ -183,9 +183,9 @@ SURVEYS: dict[str, SurveyPreset] = {
         reference_exposures=10,
         reference_seeing_factor=0.9,
         bands={
-            "g": BandParameters(zero_point=28.8, sky_mag=22.0),
-            "r": BandParameters(zero_point=28.9, sky_mag=21.1),
-            "i": BandParameters(zero_point=28.7, sky_mag=20.3),
+            "g": BandParameters(zero_point=28.3, sky_mag=22.0),
+            "r": BandParameters(zero_point=28.4, sky_mag=21.1),
+            "i": BandParameters(zero_point=28.2, sky_mag=20.3),
         },
     ),
 }
