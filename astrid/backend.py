@@ -131,7 +131,8 @@ def to_numpy(array: Any) -> np.ndarray:
 def fft_module(xp: ModuleType) -> ModuleType:
     """Return the FFT module for ``xp``: ``scipy.fft`` on NumPy, ``cupyx.scipy.fft`` on CuPy.
 
-    Both accept ``workers=`` (ignored on the GPU), so callers are written once.
+    ``scipy.fft`` takes ``workers=`` (CPU threads); ``cupyx.scipy.fft`` does not, so
+    callers pass it only for NumPy arrays.
 
     Examples
     --------
