@@ -23,7 +23,7 @@ run: setup
 
 test: setup
 	$(VENV)/bin/ruff check astrid tests benchmarks
-	$(PY) -m pytest --nbval-lax tests notebooks
+	MLFLOW_TRACKING_URI=sqlite:///$$(mktemp -d)/mlflow.db $(PY) -m pytest --nbval-lax tests notebooks
 
 lint: setup
 	$(VENV)/bin/ruff check astrid tests benchmarks

@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "demo_manifest",
     "demo_model",
+    "heldout_dataset",
     "load_preset",
     "new_run_dir",
     "read_outputs",
@@ -425,6 +426,22 @@ def demo_manifest(output_dir: str | Path, *, differenced: bool = False) -> Path:
         from astrid.differencing import difference_dataset
 
         difference_dataset(manifest)
+    return manifest.path
+
+
+def heldout_dataset(output_dir: str | Path, *, survey: str, n_fields: int, image_size: int,
+                 seed: int) -> Path:
+    """Generate and difference a held-out dataset of ``survey`` (every field in the test split).
+
+    Used for the cross-survey test; its seed should differ from the training data's.
+    """
+    from astrid.differencing import difference_dataset
+    from astrid.simulate import generate_dataset
+
+    manifest = generate_dataset(Path(output_dir) / f"test_{survey}", survey=survey,
+                                n_fields=n_fields, n_epochs=1, image_size=image_size, seed=seed,
+                                split_fractions=(0.0, 0.0, 1.0), name=f"test_{survey}")
+    difference_dataset(manifest)
     return manifest.path
 
 
