@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from astrid import cli, evaluate, runs
+
+REQUIRED = {"precision", "recall", "f1", "fp_per_image", "iou", "centroid_error_px",
+            "artifact_rejection", "type_macro_f1", "ece", "brier", "snr50", "seconds_per_image"}
+
+
+def _models(**overrides):
+    base = {"precision": 0.99, "recall": 0.97, "f1": 0.98, "fp_per_image": 0.01,
+            "precision_snr6": 0.99, "precision_snr5": 0.97, "fp_per_megapixel_image": 0.1,
+            "artifact_rejection": {k: 1.0 for k in ("cosmic_ray", "hot_pixel", "dipole",
+                                                    "satellite_trail", "bleed_trail")},
+            "type_macro_f1": 0.95, "ece": 0.01, "snr50": 5.0}
+    worse = dict(base, f1=0.5, fp_per_image=3.0, precision=0.5)
+    return {"unet": dict(base, **overrides), "ensemble": dict(worse, f1=0.4),
+            "baseline": worse, "traditional": worse}
+
+
+def test_quality_bars_met_and_failed():
+    bars = evaluate.quality_bars({"models": _models()})
+    assert bars.met.all() and set(bars.method) == {"unet"}
+    bars = evaluate.quality_bars({"models": _models(ece=0.05, snr50=None)})
+    failed = set(bars.loc[~bars.met, "bar"])
+    assert failed == {"expected calibration error", "S/N at 50% completeness"}
+    cross = {"models": {m: dict(v, precision=v["precision"] - 0.2) for m, v in _models().items()}}
+    bars = evaluate.quality_bars({"models": _models(), "cross_survey": cross})
+    row = bars.set_index("bar").loc["cross-survey drop of precision and recall"]
+    assert not row.met and row.value == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path, capsys):
+    """The whole study (01 -> 04) headlessly on tiny parameters, as `make run` does on quick."""
+    code = cli.main(["run", "tiny", "--out", str(tmp_path / "run"), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "ensemble" in printed and "report:" in printed
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "succeeded"
+    assert [s["notebook"][:2] for s in record["steps"]] == ["01", "02", "03", "04"]
+    result = json.loads((tmp_path / "run" / "04_evaluate" / "metrics.json").read_text())
+    assert set(result["models"]) == set(evaluate.METHODS)
+    for summary in result["models"].values():
+        assert REQUIRED <= set(summary)
+        assert "threshold" in summary
+    assert result["manifest_hash"] and result["cross_survey"]["survey"] == "decam"
+    assert (tmp_path / "run" / "04_evaluate.html").stat().st_size > 10_000
+    assert runs.read_outputs(tmp_path / "run" / "04_evaluate")["headline"]
