@@ -304,6 +304,7 @@ def run(
         record["steps"].append({"notebook": step.notebook.name, "parameters": values})
         _write_record(run_dir, record)
         log.info("running %s", step.notebook.name)
+        step_start = time.perf_counter()
         try:
             papermill.execute_notebook(
                 str(step.notebook),
@@ -324,6 +325,7 @@ def run(
             )
             raise RunFailed(msg) from None
         executed.append(executed_path)
+        record["steps"][-1]["seconds"] = round(time.perf_counter() - step_start, 1)
         outputs.update(read_outputs(step_dir))
         outputs["report"] = str(_export_html(executed_path))
     seconds = time.perf_counter() - start
