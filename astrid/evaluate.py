@@ -86,6 +86,9 @@ class ImageCandidates:
         The U-Net candidates' label image.
     instances : numpy.ndarray
         The true instance map.
+    unusable : numpy.ndarray
+        ZOGY's output mask (bad pixels grown by the kernel, and the edge frame):
+        candidates there are dropped and truth objects there are don't-care.
     """
 
     sample: dict[str, Any]
@@ -94,6 +97,7 @@ class ImageCandidates:
     baseline: pd.DataFrame
     segmentation: np.ndarray
     instances: np.ndarray
+    unusable: np.ndarray
 
 
 @dataclass
@@ -195,6 +199,8 @@ def collect_candidates(
                 images["score"], difference=images["difference"], psf=images["psf_difference"],
                 fwhm=images["fwhm"], mask=images["mask"], threshold=baseline_threshold,
             )
+            unusable = images["mask"] if images["mask"] is not None else np.zeros_like(segmentation, bool)
+            unet = unet[~_at(unusable, unet)].reset_index(drop=True)
         with timer("features"):
             unet = _with_features(unet, images)
             baseline = _with_features(baseline, images)
@@ -205,8 +211,19 @@ def collect_candidates(
             baseline=baseline,
             segmentation=segmentation,
             instances=manifest.read(sample, "instances"),
+            unusable=unusable,
         ))
     return out
+
+
+def _at(mask: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """Return ``mask`` at each row's rounded ``(x, y)`` (False for an empty table)."""
+    if table.empty:
+        return np.zeros(0, bool)
+    ny, nx = mask.shape
+    y = np.clip(np.rint(table["y"].to_numpy(float)).astype(int), 0, ny - 1)
+    x = np.clip(np.rint(table["x"].to_numpy(float)).astype(int), 0, nx - 1)
+    return mask[y, x]
 
 
 def _with_features(candidates: pd.DataFrame, images: dict[str, Any]) -> pd.DataFrame:
@@ -235,7 +252,7 @@ def _match(image: ImageCandidates, method: str, score_column: str) -> metrics.Ma
         truth[["x", "y"]].to_numpy(float).reshape(-1, 2),
         truth["kind"].to_numpy(str),
         truth_snr=truth["snr"].to_numpy(float),
-        truth_ignore=truth["ambiguous"].to_numpy(bool),
+        truth_ignore=truth["ambiguous"].to_numpy(bool) | _at(image.unusable, truth),
         truth_instances=truth["instance"].to_numpy(int),
         instance_map=image.instances,
         **kw,
