@@ -8,6 +8,10 @@
     Rebuild a named dataset from its manifest, or check a dataset's file hashes.
 ``astrid models``
     List the models registered in the MLflow tracking store in use.
+``astrid score-alerts PATH... --out scores.csv [--model NAME[:VERSION] | --bundle DIR]``
+    Score ZTF alert packets (Avro/Parquet files or folders) with a U-Net: one CSV row per
+    alert; packets that could not be scored are listed, with the reason, in
+    ``<out>.skipped.csv``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("path", type=Path, help="dataset folder or manifest.json")
 
     commands.add_parser("models", help="list registered models")
+
+    score = commands.add_parser("score-alerts", help="score ZTF alert packets with a U-Net")
+    score.add_argument("paths", nargs="+", type=Path, help="alert files or folders (Avro/Parquet)")
+    score.add_argument("--out", type=Path, required=True,
+                       help="CSV to write (one row per alert; skipped ones in <out>.skipped.csv)")
+    chosen = score.add_mutually_exclusive_group()
+    chosen.add_argument("--model", help="registered model NAME[:VERSION] (default: the latest "
+                                        "version of the first registered model)")
+    chosen.add_argument("--bundle", type=Path, help="model bundle folder instead of the registry")
+    score.add_argument("--max-alerts", type=int, help="score at most this many alerts")
+    score.add_argument("--max-nan-fraction", type=float, default=0.05,
+                       help="replace NaN pixels by the stamp median up to this fraction (default 0.05)")
+    score.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     return parser
 
 
@@ -122,6 +139,39 @@ def _models() -> int:
     return 0
 
 
+def _score_alerts(args: argparse.Namespace) -> int:
+    """Score alerts into ``--out``; skipped packets go to ``<out>.skipped.csv`` and are printed.
+
+    Skipped packets are kept out of the scores file so that its ``candid`` column stays a
+    plain integer column (candids exceed 2**53, and an empty cell would make readers parse
+    the column as float and round them).
+    """
+    from astrid.manifest import atomic_write
+    from astrid.realdata import resolve_model, score_alerts
+
+    model, name, version = resolve_model(args.model, bundle=args.bundle, device=args.device)
+    table = score_alerts(args.paths, model, max_alerts=args.max_alerts, device=args.device,
+                         max_nan_fraction=args.max_nan_fraction, model_name=name, model_version=version)
+    bad = table["skipped_reason"] != ""
+    skipped_path = args.out.with_name(f"{args.out.stem}.skipped.csv")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for path, rows in ((args.out, table[~bad].drop(columns="skipped_reason")),
+                       (skipped_path, table.loc[bad, ["candid", "source", "skipped_reason"]])):
+        if path == skipped_path and rows.empty:
+            skipped_path.unlink(missing_ok=True)
+            continue
+        with atomic_write(path, "w", overwrite=True) as handle:
+            rows.to_csv(handle, index=False)
+    for row in table[bad].itertuples():
+        print(f"skipped {row.source} (candid {row.candid}): {row.skipped_reason}", file=sys.stderr)
+    label = f"{name}:{version}" if version else name
+    print(f"scored {int((~bad).sum())} alerts with {label} -> {args.out}")
+    if bad.any():
+        counts = table.loc[bad, "skipped_reason"].str.split(":").str[0].value_counts().to_dict()
+        print(f"skipped {int(bad.sum())} {counts} -> {skipped_path}")
+    return 0 if (~bad).any() else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``astrid`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -131,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "score-alerts":
+            return _score_alerts(args)
         return _models()
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"astrid {args.command}: {err}", file=sys.stderr)

@@ -358,7 +358,7 @@ def fp_at_recall(table: metrics.MatchTable, recall: float, *, image_shape: tuple
 
 def primary_method(models: dict[str, dict[str, Any]]) -> str:
     """Return the better (by F1) of the U-Net and the ensemble, the study's method under test."""
-    return max(("unet", "ensemble"), key=lambda m: models[m].get("f1") or 0.0)
+    return max(("unet", "ensemble"), key=lambda m: (models[m].get("f1") or 0.0, m == "ensemble"))
 
 
 def quality_bars(result: dict[str, Any]) -> pd.DataFrame:
