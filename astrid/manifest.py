@@ -101,6 +101,7 @@ class atomic_write:  # noqa: N801 - used like open()
     def __exit__(self, exc_type, exc, tb) -> None:
         self._handle.close()
         if exc_type is None:
+            os.chmod(self._tmp, 0o644)  # mkstemp makes 0600 files; datasets are shared read-only
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
