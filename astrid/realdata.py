@@ -65,14 +65,12 @@ classes, ``kind`` the transient class with the largest mean probability,
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1218,48 +1216,6 @@ def weak_label_manifest(
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _evaluate(net: Any, dataset: Any, loss_func: Any, *, device: Any, batch_size: int,
-              n_classes: int, max_pixels: int = 200_000, seed: int = 0) -> tuple[float, np.ndarray, Any, Any]:
-    """Return the validation loss, confusion matrix, and logits/labels of a pixel subset (temperature)."""
-    import torch
-
-    from astrid.model import IGNORE_INDEX
-
-    rng = np.random.default_rng(seed)
-    per_batch = max(1, max_pixels * batch_size // max(len(dataset), 1))
-    net.eval()
-    losses, weights, logits, labels = [], [], [], []
-    confusion = np.zeros((n_classes, n_classes), np.int64)
-    with torch.inference_mode():
-        for b0 in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(b0, min(b0 + batch_size, len(dataset)))]
-            xb = torch.stack([x for x, _ in items]).to(device)
-            yb = torch.stack([y for _, y in items]).to(device)
-            out = net(xb).as_subclass(torch.Tensor).float()
-            losses.append(float(loss_func(out, yb)) * len(items))
-            weights.append(len(items))
-            valid = yb != IGNORE_INDEX
-            pred = out.argmax(1)
-            confusion += np.bincount((yb[valid] * n_classes + pred[valid]).cpu().numpy(),
-                                     minlength=n_classes**2).reshape(n_classes, n_classes)
-            z, y = out.permute(0, 2, 3, 1)[valid].cpu(), yb[valid].cpu()
-            if y.numel() > per_batch:
-                keep = torch.from_numpy(np.sort(rng.choice(y.numel(), per_batch, replace=False)))
-                z, y = z[keep], y[keep]
-            logits.append(z)
-            labels.append(y)
-    loss = sum(losses) / max(sum(weights), 1)
-    return loss, confusion, torch.cat(logits), torch.cat(labels)
-
-
 def finetune_on_alerts(
     model: Any,
     alerts_manifest: Manifest | str | os.PathLike,
@@ -1279,15 +1235,18 @@ def finetune_on_alerts(
 ) -> Any:
     """Fine-tune a (synthetic) U-Net on weakly labelled real alerts mixed with synthetic tiles.
 
-    Starts from ``model``'s weights and trains with AdamW on tiles drawn from
-    the synthetic ``train`` split with probability ``1 - real_fraction`` and
-    from the weakly labelled alerts' ``train`` split with probability
-    ``real_fraction`` (:class:`astrid.model.data.TileSampler`, the model's
-    normalisation and class-weighted CE + Dice loss, flips as augmentation).
-    The epoch with the best validation macro Dice (synthetic and real ``val``
-    splits together) is kept, the temperature is refitted on the same pixels
-    and the bundle is saved. Alert splits are by object, so no object is in
-    two splits.
+    Runs :func:`astrid.model.train_unet` with ``init_model=model``: fastai
+    one-cycle training (AdamW) from ``model``'s weights, with its
+    architecture, channels and normalisation, on tiles drawn from the
+    synthetic ``train`` split with probability ``1 - real_fraction`` and from
+    the weakly labelled alerts' ``train`` split with probability
+    ``real_fraction`` (class-weighted CE + Dice loss, flips as the only
+    augmentation, non-finite pixels left out of the loss). The epoch with the
+    best validation macro Dice (synthetic and real ``val`` splits together)
+    is kept, the temperature is refitted on validation pixels and the bundle
+    is saved. Alert splits are by object, so no object is in two splits.
+    Without ``synthetic_manifest`` (``real_fraction`` 1) the alerts are the
+    only dataset.
 
     Parameters
     ----------
@@ -1296,16 +1255,17 @@ def finetune_on_alerts(
     alerts_manifest : Manifest or path-like
         Weakly labelled alerts (:func:`weak_label_manifest`), or a plain
         alerts manifest (labelled here into ``output_dir/weak_labels``).
+        Needs ``val`` samples (the synthetic ``val`` split counts too).
     real_fraction : float
         Share of training tiles from real alerts, in [0, 1].
     epochs : int
-        Epochs.
+        Most epochs (early stopping may end sooner).
     synthetic_manifest : Manifest or path-like, optional
         Synthetic dataset with ZOGY products; needed when ``real_fraction < 1``.
     output_dir : path-like, optional
         Folder for the bundle and records (default: a new temporary folder).
     lr : float
-        AdamW learning rate (constant; fine-tuning needs no warm-up).
+        Peak learning rate of the one-cycle schedule.
     batch_size, tiles_per_epoch : int
         Tiles per batch and per epoch.
     tile_size : int, optional
@@ -1316,7 +1276,7 @@ def finetune_on_alerts(
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     seed : int
-        Seeds tile draws and the torch generator.
+        Seeds tile draws, augmentation and torch.
     calibrate : bool
         Refit the temperature on the validation pixels.
 
@@ -1324,45 +1284,20 @@ def finetune_on_alerts(
     -------
     astrid.model.TrainResult
         Ready for :func:`astrid.tracking.log_training`; ``params`` records
-        ``real_fraction`` and ``finetuned_from``, ``learner`` is None.
+        ``real_fraction``, ``real_dataset_name``/``real_dataset_hash``,
+        ``n_real_train_images`` and ``finetuned_from``, and the bundle's
+        ``training`` record holds ``finetuned``, ``real_fraction`` and
+        ``real_dataset_hash``.
 
     Raises
     ------
     ValueError
         For bad options, or ``real_fraction < 1`` without ``synthetic_manifest``.
     """
-    import torch
+    from astrid.model import Augmentation, load_model, save_model, train_unet
 
-    from astrid.model import (
-        Augmentation,
-        Calibration,
-        ModelConfig,
-        SegmentationLoss,
-        TrainedModel,
-        TrainResult,
-        build_unet,
-        fit_temperature,
-        load_model,
-        save_model,
-    )
-    from astrid.model.data import (
-        GridTiles,
-        SplitImages,
-        TileDataset,
-        TileSampler,
-        class_frequencies,
-        load_split,
-    )
-    from astrid.model.net import macro_dice
-    from astrid.model.train import class_weights_from_frequencies
-
-    start = time.perf_counter()
     if not 0 <= real_fraction <= 1:
         msg = f"real_fraction must be in [0, 1], got {real_fraction!r}"
-        raise ValueError(msg)
-    if epochs < 1 or batch_size < 1 or tiles_per_epoch < batch_size or not lr > 0:
-        msg = (f"need epochs >= 1, batch_size >= 1, tiles_per_epoch >= batch_size and lr > 0, got "
-               f"{epochs}, {batch_size}, {tiles_per_epoch}, {lr}")
         raise ValueError(msg)
     if real_fraction < 1 and synthetic_manifest is None:
         msg = f"real_fraction={real_fraction} < 1 mixes synthetic tiles: give synthetic_manifest"
@@ -1370,153 +1305,46 @@ def finetune_on_alerts(
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_finetune_"))
     out.mkdir(parents=True, exist_ok=True)
     base = load_model(model) if isinstance(model, str | os.PathLike) else model
-    config = base.config
-    spec = config.spec
     weak = alerts_manifest if isinstance(alerts_manifest, Manifest) else Manifest.load(alerts_manifest)
     if not all("labels" in s and "score" in s for s in weak.samples):
         weak = weak_label_manifest(weak, out / "weak_labels", overwrite=True)
-    synthetic = None
-    if synthetic_manifest is not None:
-        synthetic = (synthetic_manifest if isinstance(synthetic_manifest, Manifest)
-                     else Manifest.load(synthetic_manifest))
-    multiple = spec.multiple
-    tile = int(tile_size or min(config.tile_size, STAMP_SIZE))
+    multiple = base.config.spec.multiple
+    tile = int(tile_size or min(base.config.tile_size, STAMP_SIZE))
     tile = max(multiple, tile // multiple * multiple)
     if tile > STAMP_SIZE or tile < 2 * multiple:
         msg = f"tile_size must be a multiple of {multiple} in [{2 * multiple}, {STAMP_SIZE}], got {tile_size}"
         raise ValueError(msg)
-
-    read = {"channels": config.channels, "normalisation": config.normalisation, "nonfinite": "mask"}
-    pools, weights = [], []
-    if real_fraction < 1:
-        pools.append(load_split(synthetic, "train", **read))
-        weights.append(1.0 - real_fraction)
-    if real_fraction > 0:
-        pools.append(load_split(weak, "train", **read))
-        weights.append(real_fraction)
-    valid = SplitImages()
-    for dataset in (synthetic, weak):
-        if dataset is not None and dataset.split("val"):
-            valid.extend(load_split(dataset, "val", **read))
-    n_classes = spec.n_classes
-    augmentation = Augmentation(flips=True, noise=0.0, artifacts=0.0)
-    sampler = TileSampler(pools, pool_weights=weights, tile_size=tile, empty_fraction=empty_fraction)
-    train_ds = TileDataset(sampler, length=tiles_per_epoch, channels=config.channels,
-                           normalisation=config.normalisation, augmentation=augmentation, seed=seed)
-    valid_ds = (GridTiles(valid, tile_size=tile, channels=config.channels,
-                          normalisation=config.normalisation, max_tiles=512, seed=seed)
-                if len(valid) else None)
-    class_weight = class_weights_from_frequencies(class_frequencies(train_ds, n_classes=n_classes,
-                                                                    seed=seed + 1))
-    dev = _device(device)
-    loss_func = SegmentationLoss(class_weight, dice=1.0).to(dev)
-    torch.manual_seed(seed)
-    net = build_unet(spec.n_channels, n_classes, spec=spec)
-    net.load_state_dict(copy.deepcopy(base.net.state_dict()))
-    net.to(dev)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
-    history, best_state, best_epoch, best_metric, best_pixels = [], None, 0, -math.inf, None
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        net.train()
-        losses = []
-        for b0 in range(0, tiles_per_epoch - batch_size + 1, batch_size):
-            items = [train_ds[i] for i in range(b0, b0 + batch_size)]
-            xb = torch.stack([x for x, _ in items]).to(dev)
-            yb = torch.stack([y for _, y in items]).to(dev)
-            optimiser.zero_grad()
-            loss = loss_func(net(xb).as_subclass(torch.Tensor), yb)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        pixels = None
-        if valid_ds is not None:
-            v_loss, confusion, *pixels = _evaluate(net, valid_ds, loss_func, device=dev,
-                                                   batch_size=2 * batch_size, n_classes=n_classes,
-                                                   seed=seed)
-            row.update(valid_loss=v_loss, macro_dice=macro_dice(confusion))
-        row["seconds"] = round(time.perf_counter() - t0, 3)
-        history.append(row)
-        metric = row.get("macro_dice", float(epoch))  # without validation: the last epoch
-        if metric > best_metric or best_state is None:
-            best_metric, best_epoch, best_pixels = metric, epoch, pixels
-            best_state = copy.deepcopy(net.state_dict())
-    net.load_state_dict(best_state)
-    net.eval()
-
-    temperature, calibration = 1.0, None
-    if calibrate and best_pixels is not None:
-        z, y = best_pixels  # the best epoch's validation logits: no second pass
-        fit = fit_temperature(z, y)
-        temperature = fit.temperature
-        before = torch.softmax(z, 1)
-        calibration = Calibration(
-            fit=fit, confidence_before=before.max(1).values.numpy(),
-            confidence_after=torch.softmax(z / temperature, 1).max(1).values.numpy(),
-            correct=(before.argmax(1) == y).numpy())
-    main = synthetic if synthetic is not None else weak
-    params = {
-        "dataset_name": main.name,
-        "dataset_hash": main.content_hash(),
-        "dataset_kind": main.kind,
-        "survey": "ztf",
-        "real_dataset_name": weak.name,
-        "real_dataset_hash": weak.content_hash(),
-        "real_fraction": float(real_fraction),
-        "synthetic_real_ratio": f"{1 - real_fraction:g}:{real_fraction:g}",
-        "finetuned_from": str(model) if isinstance(model, str | os.PathLike)
-        else str(config.training.get("dataset_hash", "in-memory")),
-        "n_train_images": sum(len(p) for p in pools),
-        "n_real_train_images": len(weak.split("train")) if real_fraction > 0 else 0,
-        "n_valid_images": len(valid),
-        "channels": ",".join(config.channels),
-        "tile_size": tile,
-        "model_size": next((k for k, v in _model_sizes().items() if tuple(v["widths"]) == spec.widths),
-                           "custom"),
-        "architecture": "fastai.DynamicUnet",
-        "loss": loss_func.name,
-        "epochs": epochs,
-        "epochs_run": len(history),
-        "lr": lr,
-        "optimiser": "AdamW(constant lr)",
-        "batch_size": batch_size,
-        "tiles_per_epoch": tiles_per_epoch,
-        "empty_fraction": empty_fraction,
-        "seed": seed,
-        "device": str(dev),
-    }
-    training = {**config.training, "finetuned": True, "real_fraction": float(real_fraction),
-                "real_dataset_hash": weak.content_hash(), "best_epoch": best_epoch,
-                "best_macro_dice": history[best_epoch].get("macro_dice")}
-    new_config = ModelConfig(spec=spec, channels=config.channels, normalisation=config.normalisation,
-                             temperature=temperature, classes=config.classes, tile_size=tile,
-                             training=training)
-    trained = TrainedModel(net.cpu(), new_config)
-    bundle = save_model(trained, out / "model", overwrite=True)
-    paths = {"bundle": bundle, "weights": bundle / "weights.pt", "config": bundle / "config.json",
-             "history": out / "history.csv", "summary": out / "train_summary.json"}
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_write(paths["history"], "w", overwrite=True) as handle:
-        handle.write(",".join(keys) + "\n")
-        handle.writelines(",".join(str(row.get(k, "")) for k in keys) + "\n" for row in history)
-    seconds = time.perf_counter() - start
-    best = history[best_epoch]
-    summary = {"best_epoch": best_epoch, "best_macro_dice": best.get("macro_dice"),
-               "valid_loss": best.get("valid_loss"), "temperature": temperature,
-               "seconds": round(seconds, 2), "params": params}
-    with atomic_write(paths["summary"], "w", overwrite=True) as handle:
-        json.dump(summary, handle, indent=1, default=str)
-    return TrainResult(model=trained, learner=None, history=history, calibration=calibration,
-                       bundle=bundle, paths=paths, params=params, best_epoch=best_epoch,
-                       best_metric=float(best.get("macro_dice", math.nan)), manifest=main,
-                       seconds=seconds, summary=summary)
-
-
-def _model_sizes() -> dict[str, dict[str, Any]]:
-    from astrid.model import MODEL_SIZES
-
-    return MODEL_SIZES
+    if synthetic_manifest is None:  # real_fraction == 1: the alerts are the only dataset
+        main, real, fraction = weak, None, 0.0
+    else:
+        main, real, fraction = synthetic_manifest, weak, float(real_fraction)
+    result = train_unet(
+        main, init_model=base, real_manifest=real, real_fraction=fraction, epochs=epochs, lr=lr,
+        batch_size=batch_size, tiles_per_epoch=tiles_per_epoch, tile_size=tile,
+        empty_fraction=empty_fraction, nonfinite="mask", max_valid_tiles=512,
+        augmentation=Augmentation(flips=True, noise=0.0, artifacts=0.0),
+        calibration_pixels=200_000 if calibrate else 0, device=device, seed=seed,
+        output_dir=out, progress=False,
+    )
+    real_hash = weak.content_hash()
+    finetuned_from = (str(model) if isinstance(model, str | os.PathLike)
+                      else str(base.config.training.get("dataset_hash", "in-memory")))
+    result.params.update(
+        real_dataset_name=weak.name, real_dataset_hash=real_hash,
+        real_fraction=float(real_fraction),
+        synthetic_real_ratio=f"{1 - real_fraction:g}:{real_fraction:g}",
+        finetuned_from=finetuned_from,
+        n_real_train_images=len(weak.split("train")) if real_fraction > 0 else 0,
+    )
+    result.model.config.training.update(
+        finetuned_from=finetuned_from, real_fraction=float(real_fraction),
+        real_dataset_hash=real_hash,
+        synthetic_real_ratio=result.params["synthetic_real_ratio"])
+    save_model(result.model, result.bundle, overwrite=True)
+    result.summary["params"] = result.params
+    with atomic_write(result.paths["summary"], "w", overwrite=True) as handle:
+        json.dump(result.summary, handle, indent=1, default=str)
+    return result
 
 
 def finetune_study(

@@ -202,6 +202,43 @@ def test_training_is_reproducible(dataset, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_train_unet_starts_from_init_model(trained, dataset, tmp_path):
+    common = {"tile_size": 32, "epochs": 1, "lr": 1e-8, "batch_size": 8, "tiles_per_epoch": 16,
+              "progress": False, "calibration_pixels": 0}
+    before = {k: v.detach().clone() for k, v in trained.model.net.state_dict().items()}
+    tuned = train_unet(dataset, init_model=trained.bundle, model_size="small", dropout=0.3,
+                       output_dir=tmp_path / "tuned", **common)
+    assert tuned.model.config.spec == trained.model.config.spec  # model_size, dropout ignored
+    assert tuned.model.config.channels == trained.model.config.channels
+    assert tuned.params["model_size"] == "tiny"
+    assert tuned.params["finetuned_from"] == str(trained.bundle)
+    assert tuned.model.config.training["finetuned"] is True
+    start = dict(trained.model.net.named_parameters())
+    for name, value in tuned.model.net.named_parameters():
+        assert torch.allclose(value.detach().cpu(), start[name].detach().cpu(), atol=1e-5), name
+    valid = load_split(dataset, "val", channels=CHANNELS, normalisation=Normalisation())
+    tiles = GridTiles(valid, tile_size=32, channels=CHANNELS, normalisation=Normalisation(), max_tiles=8)
+    xb = torch.stack([tiles[i][0] for i in range(len(tiles))])
+
+    def logits(model):
+        with torch.inference_mode():
+            return model.net.eval().cpu()(xb).as_subclass(torch.Tensor)
+
+    scratch = train_unet(dataset, model_size="tiny", output_dir=tmp_path / "scratch", **common)
+    ref, out, other = logits(trained.model), logits(tuned.model), logits(scratch.model)
+    # weights barely move at lr=1e-8; BatchNorm running statistics still follow the epoch's tiles
+    change = (out - ref).abs().mean() / ref.abs().mean()
+    assert change < 0.25 < (other - ref).abs().mean() / ref.abs().mean()
+    # an in-memory init model is copied, not trained in place
+    train_unet(dataset, init_model=trained.model, output_dir=tmp_path / "mem", **common)
+    assert all(torch.equal(v, before[k]) for k, v in trained.model.net.state_dict().items())
+    with pytest.raises(ValueError, match="channels .* disagree with init_model"):
+        train_unet(dataset, init_model=trained.model, channels="difference,score", **common)
+    with pytest.raises(ValueError, match="normalisation"):
+        train_unet(dataset, init_model=trained.model, normalisation=Normalisation(scope="tile"),
+                   **common)
+
+
 def test_temperature_scaling_lowers_validation_nll(trained):
     fit = trained.calibration.fit
     assert fit.temperature != 1.0

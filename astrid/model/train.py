@@ -6,6 +6,8 @@ U-Net with fastai's one-cycle schedule (best epoch kept by
 calibration temperature on the validation split and writes the bundle,
 ``history.csv`` and ``train_summary.json`` to the output folder. Mixed
 precision is used only on a GPU; the same call runs unchanged on a CPU.
+With ``init_model`` it fine-tunes an existing model instead of starting
+from random weights (:func:`astrid.realdata.finetune_on_alerts` uses this).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from astrid.model._torch import (
     resolve_torch_device,
     set_seed,
 )
-from astrid.model.bundle import ModelConfig, TrainedModel, save_model
+from astrid.model.bundle import ModelConfig, TrainedModel, load_model, save_model
 from astrid.model.calibration import Calibration, fit_temperature
 from astrid.model.data import (
     CHANNELS,
@@ -53,7 +55,7 @@ from astrid.model.data import (
     load_split,
     parse_channels,
 )
-from astrid.model.net import MacroDice, SegmentationLoss, UNetSpec, build_unet
+from astrid.model.net import MODEL_SIZES, MacroDice, SegmentationLoss, UNetSpec, build_unet
 
 __all__ = ["LOSSES", "TrainResult", "class_weights_from_frequencies", "train_unet"]
 
@@ -221,10 +223,38 @@ def _survey(manifest: Manifest) -> str:
     return "+".join(surveys) if surveys else "unknown"
 
 
+def _init_settings(
+    init_model: TrainedModel | str | os.PathLike, channels: str | Sequence[str] | None,
+    normalisation: Normalisation | None,
+) -> tuple[TrainedModel, str, tuple[str, ...], Normalisation, UNetSpec, str]:
+    """Return the init model, its provenance, channels, normalisation, spec and size; check agreement."""
+    if isinstance(init_model, str | os.PathLike):
+        init, source = load_model(init_model), str(init_model)
+    else:
+        init = init_model
+        source = str(init.config.training.get("dataset_hash", "in-memory"))
+    config = init.config
+    if channels is not None and parse_channels(channels) != config.channels:
+        msg = (f"channels {parse_channels(channels)} disagree with init_model's channels "
+               f"{config.channels}; leave channels out to fine-tune")
+        raise ValueError(msg)
+    if normalisation is not None and normalisation != config.normalisation:
+        msg = (f"normalisation {normalisation} disagrees with init_model's {config.normalisation}; "
+               "leave normalisation out to fine-tune")
+        raise ValueError(msg)
+    if tuple(config.classes) != CLASS_NAMES:
+        msg = f"init_model predicts classes {config.classes}, training uses {CLASS_NAMES}"
+        raise ValueError(msg)
+    spec = config.spec
+    size = next((k for k, v in MODEL_SIZES.items()
+                 if tuple(v["widths"]) == spec.widths and v["last_cross"] == spec.last_cross), "custom")
+    return init, source, config.channels, config.normalisation, spec, size
+
+
 def train_unet(
     manifest: Manifest | str | os.PathLike,
     *,
-    channels: str | Sequence[str] = CHANNELS,
+    channels: str | Sequence[str] | None = None,
     tile_size: int = 64,
     epochs: int = 20,
     lr: float = 3e-3,
@@ -251,6 +281,7 @@ def train_unet(
     calibration_pixels: int = 1_000_000,
     nonfinite: str = "raise",
     progress: bool = True,
+    init_model: TrainedModel | str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train the U-Net on a dataset manifest and save a calibrated model bundle.
 
@@ -258,8 +289,10 @@ def train_unet(
     ----------
     manifest : Manifest or path-like
         Dataset with ``train`` and ``val`` samples holding the input channels and ``labels``.
-    channels : str or sequence of str
-        Input channels (names of :data:`~astrid.model.data.CHANNELS`, or comma-separated).
+    channels : str or sequence of str, optional
+        Input channels (names of :data:`~astrid.model.data.CHANNELS`, or
+        comma-separated); default all of :data:`~astrid.model.data.CHANNELS`,
+        or ``init_model``'s channels.
     tile_size : int
         Training tile side (a multiple of the model's down-sampling).
     epochs : int
@@ -267,7 +300,7 @@ def train_unet(
     lr : float
         Peak learning rate of the one-cycle schedule.
     model_size : str
-        A key of :data:`~astrid.model.net.MODEL_SIZES`.
+        A key of :data:`~astrid.model.net.MODEL_SIZES` (ignored with ``init_model``).
     batch_size : int
         Tiles per batch.
     tiles_per_epoch : int
@@ -279,7 +312,8 @@ def train_unet(
     device : str
         ``"auto"`` (GPU when torch sees one), ``"cpu"`` or ``"cuda"``.
     dropout : float
-        Spatial dropout probability (enables Monte-Carlo dropout).
+        Spatial dropout probability (enables Monte-Carlo dropout; ignored
+        with ``init_model``).
     loss : str
         One of :data:`LOSSES`.
     dice_weight, focal_gamma : float
@@ -294,7 +328,7 @@ def train_unet(
         On-the-fly augmentation (default ``Augmentation()``); pass
         ``Augmentation(flips=False, noise=0, artifacts=0)`` for none.
     normalisation : Normalisation, optional
-        Input normalisation (default ``Normalisation()``).
+        Input normalisation (default ``Normalisation()``, or ``init_model``'s).
     real_manifest : Manifest or path-like, optional
         A second (real) dataset, mixed in by ``real_fraction``.
     real_fraction : float
@@ -315,6 +349,14 @@ def train_unet(
         leave them out of the loss.
     progress : bool
         fastai progress bars and epoch table.
+    init_model : TrainedModel or path-like, optional
+        Fine-tune this model (or bundle folder, read with
+        :func:`~astrid.model.load_model`): the network starts from its weights
+        and keeps its architecture, channels and normalisation (``model_size``
+        and ``dropout`` are ignored; ``channels`` and ``normalisation``, when
+        given, must equal its own). The input model is left untouched;
+        ``params["finetuned_from"]`` and the bundle's ``training`` record
+        where it came from (the bundle path, or the init model's dataset hash).
 
     Returns
     -------
@@ -323,14 +365,21 @@ def train_unet(
     Raises
     ------
     ValueError
-        For bad options, empty or inconsistent manifests, non-finite inputs.
+        For bad options, empty or inconsistent manifests, non-finite inputs,
+        or ``channels``/``normalisation`` that disagree with ``init_model``.
     """
     start = time.perf_counter()
-    channels = parse_channels(channels)
     augmentation = Augmentation() if augmentation is None else augmentation
-    normalisation = Normalisation() if normalisation is None else normalisation
-    spec = UNetSpec.named(model_size, n_channels=len(channels), n_classes=len(CLASS_NAMES),
-                          dropout=dropout)
+    init, finetuned_from = None, ""
+    if init_model is not None:
+        init, finetuned_from, channels, normalisation, spec, model_size = _init_settings(
+            init_model, channels, normalisation)
+        dropout = spec.dropout
+    else:
+        channels = parse_channels(CHANNELS if channels is None else channels)
+        normalisation = Normalisation() if normalisation is None else normalisation
+        spec = UNetSpec.named(model_size, n_channels=len(channels), n_classes=len(CLASS_NAMES),
+                              dropout=dropout)
     _validate(tile_size=tile_size, epochs=epochs, lr=lr, batch_size=batch_size,
               tiles_per_epoch=tiles_per_epoch, real_fraction=real_fraction,
               real_manifest=real_manifest, loss=loss, patience=patience, monitor=monitor,
@@ -380,8 +429,10 @@ def train_unet(
     )
 
     set_seed(seed, reproducible=True)
-    net = build_unet(len(channels), len(CLASS_NAMES), spec=spec).to(dev)
-    net = net.to(memory_format=torch.channels_last)
+    net = build_unet(len(channels), len(CLASS_NAMES), spec=spec)
+    if init is not None:
+        net.load_state_dict(init.net.state_dict())
+    net = net.to(dev).to(memory_format=torch.channels_last)
     dls = DataLoaders(
         DataLoader(train_ds, bs=batch_size, shuffle=False, drop_last=True),
         DataLoader(valid_ds, bs=2 * batch_size, shuffle=False, drop_last=False),
@@ -479,9 +530,13 @@ def train_unet(
         **{f"norm_{k}": (",".join(v) if isinstance(v, list) else v)
            for k, v in normalisation.to_dict().items()},
     }
+    if init is not None:
+        params["finetuned_from"] = finetuned_from
     training = {k: params[k] for k in ("dataset_name", "dataset_hash", "survey", "synthetic_real_ratio",
                                        "epochs_run", "lr", "tile_size", "loss", "seed")}
     training.update(best_epoch=best_epoch, best_macro_dice=best_metric)
+    if init is not None:
+        training.update(finetuned=True, finetuned_from=finetuned_from)
     config = ModelConfig(spec=spec, channels=channels, normalisation=normalisation,
                          temperature=temperature, tile_size=tile_size, training=training)
     model = TrainedModel(net, config)
