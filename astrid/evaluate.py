@@ -242,9 +242,8 @@ def _match(image: ImageCandidates, method: str, score_column: str) -> metrics.Ma
     cands = image.unet if method in ("unet", "ensemble") else image.baseline
     truth = image.truth
     kw: dict[str, Any] = {}
-    if method in ("unet", "ensemble"):
-        kw = {"cand_kind": cands["kind"].to_numpy() if len(cands) else None,
-              "cand_labels": cands["label"].to_numpy() if len(cands) else None,
+    if method in ("unet", "ensemble") and len(cands):
+        kw = {"cand_kind": cands["kind"].to_numpy(), "cand_labels": cands["label"].to_numpy(),
               "segmentation": image.segmentation}
     return metrics.match_table(
         cands[["x", "y"]].to_numpy(float).reshape(-1, 2),
@@ -462,10 +461,7 @@ def run_study(
     x, y = _training_table(train, ("baseline", "unet"))
     calibration = "isotonic" if min(y.sum(), (1 - y).sum()) >= 200 else "sigmoid"
     classifier = RealBogusClassifier(calibration=calibration, cv=3, seed=seed, n_threads=1).fit(x, y)
-    _score(val, classifier, None)
-    stack_x = pd.concat([i.unet[["score_unet", "score_classifier"]] for i in val], ignore_index=True)
-    stack_y = np.concatenate([_is_real(i, "unet") for i in val])
-    ensemble = EnsembleScorer().fit(stack_x[stack_y >= 0], stack_y[stack_y >= 0])
+    ensemble, ensemble_fit = _fit_ensemble(val, train, classifier)
     _score(val, classifier, ensemble)
     _score(test, classifier, ensemble)
 
@@ -496,6 +492,7 @@ def run_study(
         "n_images": len(test),
         "image_shape": list(shape),
         "thresholds": thresholds,
+        "ensemble_fit": ensemble_fit,
         "models": models,
     }
     if cross_manifest is not None:
@@ -505,6 +502,24 @@ def run_study(
     result["quality_bars"] = bars.to_dict(orient="records")
     return StudyResult(metrics=result, tables=test_tables, images=test, bars=bars,
                        classifier=classifier, ensemble=ensemble, thresholds=thresholds)
+
+
+def _fit_ensemble(val: list[ImageCandidates], train: list[ImageCandidates],
+                  classifier: RealBogusClassifier) -> tuple[EnsembleScorer, str]:
+    """Fit the stacking on validation U-Net candidates.
+
+    When validation holds no real or no bogus candidate (tiny runs), the training
+    split's candidates are used instead, and the returned tag says so.
+    """
+    for name, images in (("val", val), ("train", train)):
+        _score(images, classifier, None)
+        x = pd.concat([i.unet[["score_unet", "score_classifier"]] for i in images], ignore_index=True)
+        y = np.concatenate([_is_real(i, "unet") for i in images]) if images else np.zeros(0, int)
+        keep = y >= 0
+        if (y[keep] == 1).any() and (y[keep] == 0).any():
+            return EnsembleScorer().fit(x[keep], y[keep]), name
+    msg = "no split has both real and bogus U-Net candidates: the ensemble cannot be fitted"
+    raise ValueError(msg)
 
 
 def _cross_survey(manifest: Manifest | str | os.PathLike, model: Any, classifier: RealBogusClassifier,

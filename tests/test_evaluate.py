@@ -35,8 +35,8 @@ def test_quality_bars_met_and_failed():
 def test_tiny_study_end_to_end(tmp_path, capsys):
     """The whole study (01 -> 04) headlessly on tiny parameters, as `make run` does on quick."""
     code = cli.main(["run", "tiny", "--out", str(tmp_path / "run"), "--no-progress"])
-    printed = capsys.readouterr().out
-    assert code == 0, printed
+    printed, errors = capsys.readouterr()
+    assert code == 0, errors
     assert "ensemble" in printed and "report:" in printed
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["status"] == "succeeded"
@@ -49,3 +49,18 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     assert result["manifest_hash"] and result["cross_survey"]["survey"] == "decam"
     assert (tmp_path / "run" / "04_evaluate.html").stat().st_size > 10_000
     assert runs.read_outputs(tmp_path / "run" / "04_evaluate")["headline"]
+
+
+def test_match_handles_an_image_without_unet_candidates():
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.DataFrame({"instance": [1], "x": [5.0], "y": [5.0], "kind": ["supernova"],
+                          "snr": [10.0], "ambiguous": [False]})
+    empty = pd.DataFrame({"x": [], "y": [], "label": [], "kind": [], "score": []})
+    image = evaluate.ImageCandidates(
+        sample={"id": "x"}, truth=truth, unet=empty, baseline=empty,
+        segmentation=np.zeros((10, 10), int), instances=np.zeros((10, 10), int),
+        unusable=np.zeros((10, 10), bool))
+    table = evaluate._match(image, "unet", "score")
+    assert table.score.size == 0 and table.n_truth == 1
