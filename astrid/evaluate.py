@@ -331,14 +331,20 @@ def _summaries(table: metrics.MatchTable, *, image_shape: tuple[int, int], pixel
         summary[f"{key}_recall"] = point["recall"]
     # completeness over every labelled transient, near-limit ones included
     transient = table.truth_is_transient & (table.truth_snr > 0)
-    detected = table.truth_score() >= summary["threshold"]
-    summary["snr50"] = _finite(metrics.snr_at_completeness(table.truth_snr[transient],
-                                                           detected[transient]))
+    detected = table.truth_score() >= _cut(summary["threshold"])
+    summary["snr50"] = (_finite(metrics.snr_at_completeness(table.truth_snr[transient],
+                                                            detected[transient]))
+                        if transient.any() else None)
     fp = summary.get("fp_per_image")
     summary["fp_per_megapixel_image"] = (
         None if fp is None else fp * (1024 * 1024) / (image_shape[0] * image_shape[1])
     )
     return summary
+
+
+def _cut(threshold: float | None) -> float:
+    """Score threshold as a number: no threshold (no candidates at all) keeps nothing."""
+    return np.inf if threshold is None else threshold
 
 
 def _finite(value: float) -> float | None:
@@ -348,6 +354,8 @@ def _finite(value: float) -> float | None:
 def fp_at_recall(table: metrics.MatchTable, recall: float, *, image_shape: tuple[int, int],
                  pixel_scale: float) -> float | None:
     """Return false positives per image at the threshold reaching ``recall`` (None if it never does)."""
+    if not recall > 0:
+        return None
     point = metrics.summarize(table, image_shape=image_shape, pixel_scale_arcsec=pixel_scale,
                               target_recall=recall)
     if point["recall"] is None or point["recall"] < recall - 1e-9:
@@ -509,7 +517,8 @@ def _fit_ensemble(val: list[ImageCandidates], train: list[ImageCandidates],
     """Fit the stacking on validation U-Net candidates.
 
     When validation holds no real or no bogus candidate (tiny runs), the training
-    split's candidates are used instead, and the returned tag says so.
+    split's candidates are used instead; when neither does, the ensemble is the
+    mean of the two logits. The returned tag says which.
     """
     for name, images in (("val", val), ("train", train)):
         _score(images, classifier, None)
@@ -518,8 +527,10 @@ def _fit_ensemble(val: list[ImageCandidates], train: list[ImageCandidates],
         keep = y >= 0
         if (y[keep] == 1).any() and (y[keep] == 0).any():
             return EnsembleScorer().fit(x[keep], y[keep]), name
-    msg = "no split has both real and bogus U-Net candidates: the ensemble cannot be fitted"
-    raise ValueError(msg)
+    # Nothing to fit on (a barely trained U-Net): the mean of the two logits, flagged as such.
+    equal = EnsembleScorer.from_dict({"columns": ["score_unet", "score_classifier"], "C": 1.0,
+                                      "eps": 1e-4, "coef": [0.5, 0.5], "intercept": 0.0})
+    return equal, "unfitted: mean of logits"
 
 
 def _cross_survey(manifest: Manifest | str | os.PathLike, model: Any, classifier: RealBogusClassifier,
@@ -580,14 +591,16 @@ def curves(result: StudyResult, *, n_bins: int = 15) -> dict[str, dict[str, Any]
     out = {}
     snr_bins = np.geomspace(2.0, 200.0, 16)
     for method, table in result.tables.items():
-        precision, recall, _ = metrics.pr_curve(table.score, table.is_true, table.n_truth)
+        cut = _cut(result.thresholds[method])
+        precision, recall = (metrics.pr_curve(table.score, table.is_true, table.n_truth)[:2]
+                             if table.score.size and table.n_truth else (np.zeros(0), np.zeros(0)))
         summary = result.metrics["models"][method]
         scored = ~table.is_ignored
-        in_unit = bool(np.all((table.score >= 0) & (table.score <= 1)))
+        in_unit = scored.any() and bool(np.all((table.score >= 0) & (table.score <= 1)))
         transient = table.truth_is_transient & ~table.truth_ignore
-        detected = table.truth_score() >= result.thresholds[method]
+        detected = table.truth_score() >= cut
         confusion = None
-        keep = table.is_true & (table.score >= result.thresholds[method]) & (table.pred_kind != "")
+        keep = table.is_true & (table.score >= cut) & (table.pred_kind != "")
         if keep.any():
             true_kind = table.truth_kind[table.truth_index[keep]]
             confusion = metrics.confusion_matrix(true_kind, table.pred_kind[keep], TRANSIENT_KINDS)
@@ -596,8 +609,9 @@ def curves(result: StudyResult, *, n_bins: int = 15) -> dict[str, dict[str, Any]
             "operating": (summary.get("precision"), summary.get("recall")),
             "reliability": (metrics.reliability_curve(table.score[scored], table.is_true[scored],
                                                       n_bins=n_bins) if in_unit else None),
-            "completeness": metrics.completeness_curve(table.truth_snr[transient],
-                                                       detected[transient], snr_bins),
+            "completeness": (metrics.completeness_curve(table.truth_snr[transient],
+                                                        detected[transient], snr_bins)
+                             if transient.any() else None),
             "confusion": confusion,
         }
     return out
@@ -633,7 +647,7 @@ def worst_cases(result: StudyResult, manifest: Manifest, *, method: str = "ensem
     if which not in {"false_positives", "missed"}:
         msg = f"which must be 'false_positives' or 'missed', got {which!r}"
         raise ValueError(msg)
-    table, threshold = result.tables[method], result.thresholds[method]
+    table, threshold = result.tables[method], _cut(result.thresholds[method])
     if which == "false_positives":
         bad = (table.score >= threshold) & ~table.is_true & ~table.is_ignored
         order = np.flatnonzero(bad)[np.argsort(-table.score[bad])][:n]

@@ -771,7 +771,7 @@ def show_reliability_curves(curves: dict[str, Any], *, size: float = 4.0) -> Any
 
 
 def show_completeness(curves: dict[str, Any], *, size: float = 4.0) -> Any:
-    """Completeness against injected S/N per method (``(centres, completeness, counts)``).
+    """Completeness against injected S/N per method (``(centres, completeness, counts)`` or None).
 
     Examples
     --------
@@ -780,7 +780,10 @@ def show_completeness(curves: dict[str, Any], *, size: float = 4.0) -> Any:
     'log'
     """
     fig, ax = _one_axis(size)
-    for name, (centres, completeness, counts) in curves.items():
+    for name, curve in curves.items():
+        if curve is None:
+            continue
+        centres, completeness, counts = curve
         ok = np.asarray(counts) > 0
         ax.plot(np.asarray(centres)[ok], np.asarray(completeness)[ok], "o-", label=name)
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
