@@ -384,7 +384,7 @@ def run_grid(
         row: dict[str, Any] = {"run": f"{index:03d}", **dict(zip(names, combo, strict=True))}
         try:
             result = run(raw["preset"], parameters=values, out=batch / row["run"], progress=progress)
-            row.update(_headline(result.run_dir))
+            row.update(_headline(result.outputs))
             row["status"] = "succeeded"
         except RunFailed as err:
             row["status"] = f"failed: {err}"
@@ -395,18 +395,10 @@ def run_grid(
     return batch, rows
 
 
-def _headline(run_dir: Path) -> dict[str, Any]:
-    """Headline metrics of a study run (empty when it wrote no metrics.json)."""
-    found = sorted(run_dir.glob("*/metrics.json"))
-    if not found:
-        return {}
-    metrics = json.loads(found[-1].read_text())
-    row = {}
-    for model, values in metrics.get("models", {}).items():
-        for key in ("precision", "recall", "f1", "fp_per_image"):
-            if key in values:
-                row[f"{model}_{key}"] = values[key]
-    return row
+def _headline(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Flatten the headline table a study recorded (``evaluate.headline``) into one row."""
+    return {f"{row['model']}_{key}": value for row in outputs.get("headline", [])
+            for key, value in row.items() if key != "model"}
 
 
 def demo_manifest(output_dir: str | Path, *, differenced: bool = False) -> Path:
