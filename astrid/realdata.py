@@ -14,8 +14,9 @@ reference):
   known asteroids, and lists the alerts where the two scores disagree most.
 * :func:`weak_label` / :func:`weak_label_map` / :func:`weak_label_manifest`
   turn alert-level evidence into per-pixel labels, so :func:`finetune_on_alerts`
-  can fine-tune a synthetic model on real triplets (:func:`finetune_study`
-  does it for several synthetic:real ratios, each a tracked run).
+  can fine-tune a synthetic model on real triplets
+  (:func:`astrid.alert_study.crossval_alerts` does it out of fold for
+  several synthetic:real ratios, each a tracked run).
 * :func:`curate_catalogs` writes true-positive, false-positive and ambiguous
   catalogs with the evidence behind every label.
 
@@ -86,13 +87,13 @@ from astrid.manifest import Manifest, atomic_write, prepare_output_dir, provenan
 __all__ = [
     "CATALOG_COLUMNS",
     "SCORE_COLUMNS",
+    "SIGN_SCORR_MIN",
     "ZOGY_COLUMNS",
     "CutoutZogy",
     "compare_with_ztf",
     "curate_catalogs",
     "cutout_zogy",
     "finetune_on_alerts",
-    "finetune_study",
     "load_alerts",
     "resolve_model",
     "score_alerts",
@@ -113,10 +114,13 @@ SCORE_COLUMNS: tuple[str, ...] = (
 
 ZOGY_COLUMNS: tuple[str, ...] = (
     "candid", "objectId", "isdiffpos", "fwhm_science", "fwhm_reference", "psf_matched",
-    "correlation", "correlation_raw", "sign_ours", "sign_ztf", "sign_agrees", "scorr_ours",
-    "snr_ours", "snr_ztf", "scorr_ztf", "error",
+    "correlation", "correlation_raw", "sign_ours", "sign_ztf", "sign_agrees", "sign_from", "scorr_ours",
+    "flux_aperture", "snr_ours", "snr_ztf", "scorr_ztf", "error",
 )  # fmt: skip
 """Columns of :func:`zogy_on_alerts`."""
+
+SIGN_SCORR_MIN = 5.0
+"""|S_corr| at the centre from which its sign is the candidate's sign (below: the aperture flux's)."""
 
 CATALOG_COLUMNS: tuple[str, ...] = (
     "candid", "objectId", "kind", "source", "labeller", "confidence", "evidence", "score", "drb",
@@ -429,6 +433,13 @@ def _centre_extreme(image: np.ndarray, radius: float = 1.0) -> float:
     return float(values[np.argmax(np.abs(values))])
 
 
+def _aperture_flux(difference: np.ndarray, fwhm: float) -> float:
+    """Sum of ``difference`` within 2·FWHM (at least 4 px) of the stamp centre."""
+    yy, xx = np.indices(difference.shape)
+    near = np.hypot(yy - difference.shape[0] // 2, xx - difference.shape[1] // 2) <= 2.0 * max(fwhm, 2.0)
+    return float(np.sum(difference[near]))
+
+
 def zogy_on_alerts(
     source: Any,
     *,
@@ -444,6 +455,13 @@ def zogy_on_alerts(
     correlation of our matched-filter score S with ZTF's difference filtered
     by the same P_D over the central ``central``×``central`` pixels;
     ``correlation_raw`` correlates our D with ZTF's difference directly.
+
+    The candidate's sign (``sign_ours``) is that of S_corr's extreme within
+    1 px of the centre where it is significant (``|S_corr|`` >=
+    :data:`SIGN_SCORR_MIN`, ``sign_from="scorr"``), else that of our D summed
+    within 2·FWHM (``flux_aperture``, ``sign_from="aperture"``): a faint
+    change on a bright star leaves a PSF-mismatch ring whose centre pixel
+    may have either sign, but whose summed flux is the change in brightness.
 
     Parameters
     ----------
@@ -513,14 +531,16 @@ def zogy_on_alerts(
         ztf_filtered = correlate(np.asarray(stamps[2], float), np.asarray(res.psf_difference, float),
                                  mode="nearest")
         scorr = _centre_extreme(np.asarray(res.score_corr, float))
-        sign = int(np.sign(scorr))
+        flux = _aperture_flux(np.asarray(res.difference, float), out.fwhm_science)
+        sign_from = "scorr" if abs(scorr) >= SIGN_SCORR_MIN else "aperture"
+        sign = int(np.sign(scorr if sign_from == "scorr" else flux))
         row.update(
             fwhm_science=out.fwhm_science, fwhm_reference=out.fwhm_reference,
             psf_matched=out.psf_matched,
             correlation=_pearson(np.asarray(res.score)[box], ztf_filtered[box]),
             correlation_raw=_pearson(np.asarray(res.difference)[box], stamps[2][box]),
-            sign_ours=sign, sign_agrees=bool(sign_ztf != 0 and sign == sign_ztf),
-            scorr_ours=scorr, snr_ours=abs(scorr),
+            sign_ours=sign, sign_agrees=bool(sign_ztf != 0 and sign == sign_ztf), sign_from=sign_from,
+            scorr_ours=scorr, flux_aperture=flux, snr_ours=abs(scorr),
         )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(ZOGY_COLUMNS))
@@ -1345,105 +1365,6 @@ def finetune_on_alerts(
     with atomic_write(result.paths["summary"], "w", overwrite=True) as handle:
         json.dump(result.summary, handle, indent=1, default=str)
     return result
-
-
-def finetune_study(
-    model: Any,
-    alerts_manifest: Manifest | str | os.PathLike,
-    *,
-    real_fractions: Sequence[float],
-    epochs: int,
-    output_dir: str | os.PathLike,
-    synthetic_manifest: Manifest | str | os.PathLike | None = None,
-    eval_splits: Sequence[str] = ("val", "test"),
-    track: bool = False,
-    model_name: str = "astrid-unet-ztf-finetuned",
-    tracking_uri: str | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> Any:
-    """Fine-tune once per synthetic:real ratio and score the held-out alerts with each model.
-
-    The first row is the starting model (``real_fraction`` NaN, not
-    fine-tuned). Each ratio is a separate run of :func:`finetune_on_alerts`
-    and, with ``track``, a separate MLflow run (``extra_params={"real_fraction": r}``)
-    registering ``model_name``. Agreement is measured by :func:`compare_with_ztf`
-    on the alerts of ``eval_splits`` (never trained on).
-
-    Parameters
-    ----------
-    model : TrainedModel or path-like
-        Starting (synthetic) model.
-    alerts_manifest : Manifest or path-like
-        Alerts manifest (weak labels are derived once, in ``output_dir/weak_labels``).
-    real_fractions : sequence of float
-        Ratios to run.
-    epochs : int
-        Epochs per run.
-    output_dir : path-like
-        Folder; each run gets ``finetune_r<ratio>/``.
-    synthetic_manifest : Manifest or path-like, optional
-        Synthetic dataset (needed for ratios below 1).
-    eval_splits : sequence of str
-        Alert splits scored after fine-tuning.
-    track : bool
-        Log each run to MLflow with :func:`astrid.tracking.log_training`.
-    model_name : str
-        Registered model name of the tracked runs.
-    tracking_uri : str, optional
-        MLflow store.
-    seed : int
-        Seed of every run.
-    **options
-        More :func:`finetune_on_alerts` options (``lr``, ``tiles_per_epoch``...).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per model: ``real_fraction``, ``finetuned``, ``val_macro_dice``,
-        ``temperature``, ``n_eval``, ``auc_vs_drb_label``, ``auc_vs_asteroid``,
-        ``asteroid_real_fraction``, ``agreement_with_drb``, ``seconds``,
-        ``bundle``, ``model_uri``.
-    """
-    import pandas as pd
-
-    out = Path(output_dir)
-    source = alerts_manifest if isinstance(alerts_manifest, Manifest) else Manifest.load(alerts_manifest)
-    weak = weak_label_manifest(source, out / "weak_labels", overwrite=True)
-    held_out = load_alerts(source, splits=eval_splits)
-    base = model
-    if isinstance(model, str | os.PathLike):
-        from astrid.model import load_model
-
-        base = load_model(model)
-
-    def evaluate(trained: Any) -> dict[str, Any]:
-        if not len(held_out):
-            return {"n_eval": 0}
-        found = compare_with_ztf(score_alerts(held_out, trained), held_out.meta)
-        return {"n_eval": found["n_scored"], **{k: found[k] for k in (
-            "auc_vs_drb_label", "auc_vs_asteroid", "asteroid_real_fraction", "agreement_with_drb")}}
-
-    rows = [{"real_fraction": math.nan, "finetuned": False,
-             "val_macro_dice": base.config.training.get("best_macro_dice"),
-             "temperature": base.config.temperature, **evaluate(base), "seconds": 0.0,
-             "bundle": str(model) if isinstance(model, str | os.PathLike) else "", "model_uri": ""}]
-    for r in real_fractions:
-        result = finetune_on_alerts(model, weak, real_fraction=float(r), epochs=epochs,
-                                    synthetic_manifest=synthetic_manifest,
-                                    output_dir=out / f"finetune_r{float(r):g}", seed=seed, **options)
-        uri = ""
-        if track:
-            from astrid import tracking
-
-            run = tracking.log_training(result, model_name=model_name, tracking_uri=tracking_uri,
-                                        extra_params={"real_fraction": float(r)},
-                                        tags={"finetuned": "true"})
-            uri = run.model_uri
-        rows.append({"real_fraction": float(r), "finetuned": True, "val_macro_dice": result.best_metric,
-                     "temperature": result.temperature, **evaluate(result.model),
-                     "seconds": round(result.seconds, 2), "bundle": str(result.bundle), "model_uri": uri})
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- catalogs

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KOWALSKI
 
-import astrid
 from astrid import cli
 from astrid.alerts import AlertTable, alerts_to_manifest, read_alerts
 from astrid.classes import CLASS_CODES, TRANSIENT_KINDS
-from astrid.model import ModelConfig, TrainedModel, UNetSpec, build_unet, load_model, save_model
+from astrid.model import ModelConfig, TrainedModel, UNetSpec, build_unet
 from astrid.model.data import Normalisation, load_split
 from astrid.realdata import (
     CATALOG_COLUMNS,
@@ -22,7 +22,6 @@ from astrid.realdata import (
     curate_catalogs,
     cutout_zogy,
     finetune_on_alerts,
-    finetune_study,
     load_alerts,
     resolve_model,
     score_alerts,
@@ -33,30 +32,12 @@ from astrid.realdata import (
     zogy_on_alerts,
 )
 
-ZTF = Path(astrid.__file__).parents[1].parent / "shared" / "data" / "ztf_alerts"
-KOWALSKI = "kowalski/data/ztf_alerts"
 # Bright, clearly positive alerts (drb ~ 1, isdiffpos t) and one clearly negative (isdiffpos f).
 POSITIVE = [f"{KOWALSKI}/20200202/1105522281015015000.avro",  # ZTF20aaelulu
             f"{KOWALSKI}/20200202/1127495406315015005.avro",  # ZTF20aajcdad
             f"{KOWALSKI}/20200202/1127561440015015001.avro",  # ZTF20aahgyet
             f"{KOWALSKI}/20231012/2475433850315015003.avro"]  # ZTF23abjjncy (asteroid)
 NEGATIVE = f"{KOWALSKI}/20231012/2475433850015010009.avro"  # ZTF17aadcvhq, a fading variable
-
-
-@pytest.fixture(scope="module")
-def ztf():
-    if not (ZTF / "labels.csv").is_file():
-        pytest.skip("shared ZTF alert data not found beside the repository")
-    return ZTF
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A randomly initialised tiny U-Net bundle taking the four default channels."""
-    spec = UNetSpec.named("tiny", n_channels=4)
-    model = TrainedModel(build_unet(4, spec=spec),
-                         ModelConfig(spec, ("science", "reference", "difference", "score"), tile_size=32))
-    return save_model(model, tmp_path_factory.mktemp("bundle") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -291,20 +272,18 @@ def test_finetune_needs_synthetic_tiles_below_ratio_one(alerts_manifest, bundle)
         finetune_on_alerts(bundle, alerts_manifest, real_fraction=1.5, epochs=1)
 
 
-def test_finetune_study_tracks_each_ratio(alerts_manifest, bundle, tmp_path):
-    before = load_model(bundle).net.state_dict()
-    study = finetune_study(bundle, alerts_manifest, real_fractions=[1.0], epochs=1, output_dir=tmp_path,
-                           track=True, model_name="test-realdata-finetuned", tiles_per_epoch=16,
-                           batch_size=8, eval_splits=("train", "val", "test"))
-    assert len(study) == 2 and study["finetuned"].tolist() == [False, True]
-    row = study.iloc[1]
-    assert row["real_fraction"] == 1.0 and row["n_eval"] == len(alerts_manifest)
-    assert row["model_uri"].startswith("models:/test-realdata-finetuned/")
-    tuned = load_model(row["bundle"])
-    assert tuned.config.training["real_fraction"] == 1.0 and tuned.config.tile_size == 32
-    changed = [k for k, v in tuned.net.state_dict().items() if v.is_floating_point()
-               and not np.allclose(v.numpy(), before[k].numpy())]
-    assert changed, "fine-tuning left every weight as it was"
-    model, name, version = resolve_model("test-realdata-finetuned")
-    assert name == "test-realdata-finetuned" and int(version) >= 1
-    assert model.config.training["finetuned"] is True
+def test_candidate_sign_falls_back_to_aperture_flux_when_scorr_is_not_significant():
+    rng = np.random.default_rng(3)
+    yy, xx = np.indices((63, 63))
+    blob = np.exp(-((yy - 31) ** 2 + (xx - 31) ** 2) / (2 * 1.1**2))
+    rows = []
+    for sign in (1.0, -1.0):
+        sci = 100 + rng.normal(0, 5, (63, 63)) + max(sign, 0) * 12 * blob
+        ref = 100 + rng.normal(0, 1.5, (63, 63)) + max(-sign, 0) * 12 * blob
+        stamps = np.stack([sci, ref, sign * (sci - ref)]).astype(np.float32)[None]
+        meta = pd.DataFrame([{"candid": 1, "objectId": "x", "isdiffpos": "t" if sign > 0 else "f",
+                              "fwhm": 2.6, "sigmapsf": 0.3, "diff_sign_flipped": sign < 0}])
+        rows.append(zogy_on_alerts(AlertTable(stamps, meta), psf="fwhm").iloc[0])
+    for row, sign in zip(rows, (1, -1), strict=True):
+        assert row.sign_from == "aperture" and abs(row.scorr_ours) < 5
+        assert np.sign(row.flux_aperture) == sign and row.sign_agrees
