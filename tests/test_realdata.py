@@ -278,8 +278,8 @@ def test_candidate_sign_falls_back_to_aperture_flux_when_scorr_is_not_significan
     blob = np.exp(-((yy - 31) ** 2 + (xx - 31) ** 2) / (2 * 1.1**2))
     rows = []
     for sign in (1.0, -1.0):
-        sci = 100 + rng.normal(0, 5, (63, 63)) + max(sign, 0) * 12 * blob
-        ref = 100 + rng.normal(0, 1.5, (63, 63)) + max(-sign, 0) * 12 * blob
+        sci = 100 + rng.normal(0, 5, (63, 63)) + max(sign, 0) * 8 * blob
+        ref = 100 + rng.normal(0, 1.5, (63, 63)) + max(-sign, 0) * 8 * blob
         stamps = np.stack([sci, ref, sign * (sci - ref)]).astype(np.float32)[None]
         meta = pd.DataFrame([{"candid": 1, "objectId": "x", "isdiffpos": "t" if sign > 0 else "f",
                               "fwhm": 2.6, "sigmapsf": 0.3, "diff_sign_flipped": sign < 0}])
