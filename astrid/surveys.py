@@ -24,10 +24,19 @@ class BandParameters:
         AB magnitude giving 1 e-/s.
     sky_mag : float
         Dark-sky brightness in AB mag per arcsec².
+    wavelength : float, optional
+        Effective wavelength in nm; the simulator needs it to give sources
+        their colours (spectral energy distributions) in several bands.
     """
 
     zero_point: float
     sky_mag: float
+    wavelength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.wavelength is not None and not (math.isfinite(self.wavelength) and self.wavelength > 0):
+            msg = f"band wavelength must be a positive number of nm, got {self.wavelength!r}"
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -149,7 +158,8 @@ class SurveyPreset:
 
 SURVEYS: dict[str, SurveyPreset] = {
     # ZTF: 47 deg² camera, 1.01"/px, 30 s exposures, median seeing ~2" (Bellm et al. 2019;
-    # Masci et al. 2019); references are coadds of 15-40 good-seeing epochs.
+    # Masci et al. 2019); references are coadds of 15-40 good-seeing epochs. Effective
+    # wavelengths of the ZTF g, r, i filters ~480, 640, 790 nm (rounded).
     "ztf": SurveyPreset(
         name="ztf",
         pixel_scale=1.01,
@@ -163,13 +173,13 @@ SURVEYS: dict[str, SurveyPreset] = {
         reference_exposures=20,
         reference_seeing_factor=0.9,
         bands={
-            "g": BandParameters(zero_point=24.9, sky_mag=21.8),
-            "r": BandParameters(zero_point=24.6, sky_mag=20.8),
-            "i": BandParameters(zero_point=24.1, sky_mag=20.0),
+            "g": BandParameters(zero_point=24.9, sky_mag=21.8, wavelength=480.0),
+            "r": BandParameters(zero_point=24.6, sky_mag=20.8, wavelength=640.0),
+            "i": BandParameters(zero_point=24.1, sky_mag=20.0, wavelength=790.0),
         },
     ),
     # DECam on the Blanco 4 m: 0.263"/px, ~90 s survey exposures, median seeing ~1.0"
-    # (Flaugher et al. 2015; DES DR2).
+    # (Flaugher et al. 2015; DES DR2); effective wavelengths from DES DR2 (rounded).
     "decam": SurveyPreset(
         name="decam",
         pixel_scale=0.263,
@@ -183,9 +193,9 @@ SURVEYS: dict[str, SurveyPreset] = {
         reference_exposures=10,
         reference_seeing_factor=0.9,
         bands={
-            "g": BandParameters(zero_point=28.3, sky_mag=22.0),
-            "r": BandParameters(zero_point=28.4, sky_mag=21.1),
-            "i": BandParameters(zero_point=28.2, sky_mag=20.3),
+            "g": BandParameters(zero_point=28.3, sky_mag=22.0, wavelength=482.0),
+            "r": BandParameters(zero_point=28.4, sky_mag=21.1, wavelength=642.0),
+            "i": BandParameters(zero_point=28.2, sky_mag=20.3, wavelength=784.0),
         },
     ),
 }

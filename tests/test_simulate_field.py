@@ -289,3 +289,199 @@ def test_bad_input_names_the_parameter(kwargs, word):
 def test_impossible_preset_is_rejected():
     with pytest.raises(ValueError, match="saturation"):
         simulate_field(get_survey("ztf", saturation=50.0), image_size=32)
+
+
+# --------------------------------------------------------------------------- several bands
+
+BANDS = ("g", "r", "i")
+
+
+def _digest(field):
+    """sha256 of every image, header and catalogue of a field."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in [field.reference, field.psf_reference]:
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(repr(sorted((k, str(v)) for k, v in field.reference_header.items())).encode())
+    h.update(field.stars.to_csv(float_format="%.10g").encode())
+    h.update(field.galaxies.to_csv(float_format="%.10g").encode())
+    for ep in field.epochs:
+        for a in [ep.science, ep.psf, ep.class_map, ep.instance_map, ep.ideal_difference, ep.variance]:
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(ep.catalog.to_csv(float_format="%.10g").encode())
+        h.update(repr(sorted((k, str(v)) for k, v in ep.header.items())).encode())
+    return h.hexdigest()
+
+
+def test_single_band_fields_are_unchanged_by_the_colour_machinery():
+    # digests recorded before several bands existed (as data_manifests/ pins the named datasets)
+    busy = simulate_field("ztf", image_size=64, n_epochs=3, seed=3, n_saturated=1, n_moving=2,
+                          n_satellites=1, n_bad_columns=1)
+    assert _digest(busy) == "56767e7fe962b0481c1d61c6556c670823a66b9b9ae918961deaa4cfa89db35a"
+    decam_g = simulate_field("decam", image_size=48, n_epochs=2, seed=5, band="g")
+    assert _digest(decam_g) == "a9fe8d096b867cf30799fb98c6ee1f6b39f62ddc3d19278920377d7575042de7"
+    assert busy.bands == ("r",) and [ep.band for ep in busy.epochs] == ["r"] * 3
+    assert busy.references["r"].image is busy.reference
+
+
+@pytest.fixture(scope="module")
+def colourful():
+    return simulate_field("ztf", image_size=96, n_epochs=6, seed=12, bands=BANDS, n_stars=150,
+                          n_supernovae=3, n_variables=3, n_moving=3, n_cosmic_rays=1, min_snr=0.0)
+
+
+def test_epochs_cycle_through_the_bands_within_a_night(colourful):
+    assert colourful.band == "r" and colourful.bands == BANDS
+    assert [ep.band for ep in colourful.epochs] == list(BANDS) * 2
+    mjds = np.array([ep.mjd for ep in colourful.epochs])
+    gaps = np.diff(mjds) * 24 * 60
+    assert np.all((gaps[[0, 1, 3, 4]] >= 15) & (gaps[[0, 1, 3, 4]] <= 60))  # minutes within a night
+    assert 1.0 <= gaps[2] / (24 * 60) <= 5.0  # next night
+    for ep in colourful.epochs:
+        assert ep.header["BAND"][0] == ep.band and set(ep.catalog.band) <= {ep.band}
+        ref = colourful.references[ep.band]
+        assert ref.header["BAND"][0] == ep.band and ref.header["EPOCH"][0] == -1
+    # each band's sky comes from its own sky brightness
+    surv = colourful.survey
+    for band, ref in colourful.references.items():
+        n = ref.header["NCOMBINE"][0]
+        assert ref.conditions.sky == pytest.approx(surv.sky_electrons(band) * n)
+
+
+def test_star_colours_follow_the_stellar_locus(colourful):
+    stars = colourful.stars.iloc[:-3].sort_values("temperature")  # the last 3 are the variables
+    g_r = (stars.mag_g - stars.mag_r).to_numpy()
+    r_i = (stars.mag_r - stars.mag_i).to_numpy()
+    assert np.all(np.diff(g_r) < 0) and np.all(np.diff(r_i) < 0)  # redder as the temperature falls
+    assert (stars.mag_r == stars.mag).all()  # r is the main band
+    sunlike = stars.iloc[np.argmin(abs(stars.temperature - 5800))]
+    assert 0.35 < sunlike.mag_g - sunlike.mag_r < 0.6
+    assert g_r.max() > 1.0 and g_r.min() < 0.3
+    # each band's reference holds every isolated, unsaturated star at its magnitude in that band
+    quiet = simulate_field("ztf", image_size=64, n_epochs=3, seed=2, bands=BANDS,
+                           **{**QUIET, "n_stars": 12})
+    surv = quiet.survey
+    measured_stars = 0
+    for star in quiet.stars.itertuples():
+        others = np.hypot(quiet.stars.x - star.x, quiet.stars.y - star.y)
+        x, y = int(round(star.x)), int(round(star.y))
+        if np.sort(others)[1] < 12 or not (8 <= x < 56 and 8 <= y < 56) or star.mag > 19:
+            continue
+        for band, ref in quiet.references.items():
+            box = np.s_[y - 7:y + 8, x - 7:x + 8]
+            if ref.image[box].max() > 0.9 * surv.saturation:
+                continue
+            n = ref.header["NCOMBINE"][0]
+            sky = sky_image(ref.conditions, ref.image.shape)[box] / (surv.gain * n)
+            rate = float((ref.image[box] - sky).sum()) * surv.gain / surv.exposure_time  # mean of n
+            expect = 10 ** (-0.4 * (getattr(star, f"mag_{band}") - surv.band(band).zero_point))
+            assert rate == pytest.approx(expect, rel=0.05)
+            measured_stars += 1
+    assert measured_stars >= 3
+
+
+def test_supernova_colours_evolve_by_type_and_phase():
+    from astrid.simulate.transients import Supernova
+
+    lam = {b: get_survey("ztf").band(b).wavelength for b in BANDS}
+
+    def g_r(sn, days):
+        t = sn.t_peak + days
+        return sn.band_mag(t, lam["g"], lam["r"]) - sn.band_mag(t, lam["r"], lam["r"])
+
+    ia = Supernova(0.0, 0.0, 19.0, 100.0, 3.0, 30.0, sn_type="Ia")
+    assert -0.3 < g_r(ia, 0) < 0.1  # blue at peak
+    assert g_r(ia, 30) > g_r(ia, 0) + 0.7  # reddens by about 1 mag over a month
+    assert g_r(ia, 15) > g_r(ia, 5) > g_r(ia, 0) - 0.05
+    ii = Supernova(0.0, 0.0, 19.0, 100.0, 3.0, 50.0, sn_type="II")
+    assert g_r(ii, -5) < -0.25 and g_r(ii, 60) > 0.5  # hot young, cool on the plateau
+    ibc = Supernova(0.0, 0.0, 19.0, 100.0, 3.0, 30.0, sn_type="Ibc")
+    assert g_r(ibc, 0) > g_r(ia, 0) + 0.2
+    with pytest.raises(ValueError, match="type"):
+        Supernova(0.0, 0.0, 19.0, 100.0, 3.0, 30.0).mag_offset(100.0, 480.0, 640.0)
+
+
+def test_rendered_transients_carry_their_band_colours(colourful):
+    surv = colourful.survey
+    seen = set()
+    for ep in colourful.epochs:
+        zp = surv.band(ep.band).zero_point
+        t_eff = ep.header["TRANSP"][0] * ep.header["EXPTIME"][0]
+        for row in ep.catalog.itertuples():
+            own = getattr(row, f"mag_{ep.band}")
+            if row.kind in ("supernova", "moving"):
+                # the change in this band is the object's magnitude in this band
+                assert row.sci_flux == pytest.approx(10 ** (-0.4 * (own - zp)) * t_eff, rel=1e-4)
+                seen.add(row.kind)
+            elif row.kind == "variable":
+                assert row.sci_flux == pytest.approx(10 ** (-0.4 * (own - zp)) * t_eff, rel=1e-4)
+                seen.add(row.kind)
+            if row.kind == "supernova":
+                assert row.sn_type in {"Ia", "II", "Ibc"}
+    assert seen == {"supernova", "variable", "moving"}
+
+
+def test_pulsators_are_bluer_when_brighter_and_eclipses_are_grey():
+    from astrid.simulate.transients import VariableStar
+
+    lam = {b: get_survey("ztf").band(b).wavelength for b in BANDS}
+    phases = np.linspace(0.0, 1.0, 200, endpoint=False)
+    for shape in ("rrlyrae", "sine", "eclipsing"):
+        star = VariableStar(0, 18.0, 0.8, 1.0, 0.0, shape, temperature=6500.0)
+        mags = {b: np.array([star.band_mag(p, lam[b], lam["r"]) for p in phases]) for b in BANDS}
+        amp = {b: np.ptp(m) for b, m in mags.items()}
+        assert amp["r"] == pytest.approx(0.8 * np.ptp(
+            [star.mag(p) - star.mean_mag for p in phases]) / 0.8, rel=1e-6)
+        colour = mags["g"] - mags["r"]
+        if shape == "eclipsing":
+            assert np.ptp(colour) < 1e-9
+        else:
+            assert amp["g"] > 1.15 * amp["r"] > 1.15 * amp["i"]
+            assert np.corrcoef(mags["r"], colour)[0, 1] > 0.99  # fainter = redder
+        assert star.band_reference_mag(lam["r"], lam["r"]) == pytest.approx(star.reference_mag(), abs=1e-6)
+
+
+def test_moving_objects_move_between_bands(colourful):
+    scale = colourful.survey.pixel_scale
+    pairs = 0
+    for a, b in zip(colourful.epochs, colourful.epochs[1:], strict=False):
+        if b.mjd - a.mjd > 0.1:
+            continue  # next night
+        rows_a = a.catalog[a.catalog.kind == "moving"].set_index("object_id")
+        rows_b = b.catalog[b.catalog.kind == "moving"].set_index("object_id")
+        for name in rows_a.index.intersection(rows_b.index):
+            ra, rb = rows_a.loc[name], rows_b.loc[name]
+            step = math.hypot(rb.x - ra.x, rb.y - ra.y)
+            assert step == pytest.approx(ra.rate / scale * 24 * (b.mjd - a.mjd), rel=1e-3, abs=2e-3)
+            assert step > 0.2  # a band taken minutes later sees it elsewhere
+            assert rb[f"mag_{b.band}"] - ra[f"mag_{a.band}"] == pytest.approx(
+                rb.mag - ra.mag, abs=0.3)
+            pairs += 1
+    assert pairs >= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [
+        ({"bands": "gri"}, "bands"),
+        ({"bands": ("g", "g")}, "distinct"),
+        ({"bands": ("g", "z")}, "bands"),
+        ({"bands": ("g", "r"), "band": "i"}, "band 'i'"),
+        ({"bands": ()}, "bands"),
+    ],
+)
+def test_bad_bands_name_the_problem(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        simulate_field("ztf", image_size=32, n_epochs=2, **kwargs)
+
+
+def test_bands_need_wavelengths():
+    from astrid.surveys import BandParameters
+
+    bare = get_survey("ztf", bands={"g": BandParameters(24.9, 21.8), "r": BandParameters(24.6, 20.8)})
+    assert simulate_field(bare, image_size=32, n_epochs=1, seed=0).band == "r"  # one band needs none
+    with pytest.raises(ValueError, match="wavelength"):
+        simulate_field(bare, image_size=32, n_epochs=2, bands=("g", "r"))
+    with pytest.raises(ValueError, match="wavelength"):
+        BandParameters(24.0, 21.0, wavelength=-5.0)

@@ -25,7 +25,13 @@ from astrid.simulate.dataset import (
     object_counts,
     regenerate,
 )
-from astrid.simulate.field import SimulatedEpoch, SimulatedField, check_parameters, simulate_field
+from astrid.simulate.field import (
+    SimulatedEpoch,
+    SimulatedField,
+    SimulatedReference,
+    check_parameters,
+    simulate_field,
+)
 from astrid.simulate.labels import CATALOG_COLUMNS, PRIORITY
 from astrid.simulate.psf import MoffatPSF
 
@@ -38,6 +44,7 @@ __all__ = [
     "RegenerationError",
     "SimulatedEpoch",
     "SimulatedField",
+    "SimulatedReference",
     "add_noise",
     "check_parameters",
     "flip_rotate",

@@ -7,13 +7,23 @@ science image minus the noise-free reference rendered with the science PSF at
 the science transparency (a perfect PSF-matching subtraction): it holds the
 transients, the artifacts, the registration residuals of static sources and the
 saturation residuals, and nothing else.
+
+Several bands: with ``bands=("g", "r", "i")`` each science epoch is taken in
+one band, cycling through the bands within a night (exposures 15-60 minutes
+apart, so moving objects move between bands; nights 1-5 days apart), and each
+band has its own reference coadd. Sources get their colours from spectral
+energy distributions (:mod:`astrid.simulate.scene`, :mod:`astrid.simulate.transients`);
+magnitudes drawn by the generators are those of the main band (``band``).
+Without ``bands`` a field is taken in one band exactly as before.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,16 +43,21 @@ from astrid.simulate.labels import SimObject, build_labels
 from astrid.simulate.psf import MoffatPSF, add_stamps, point_stamps
 from astrid.simulate.scene import (
     Conditions,
+    Depth,
     SersicBatch,
+    blackbody_colour,
     depth,
     draw_conditions,
     draw_galaxies,
+    draw_galaxy_temperatures,
+    draw_star_temperatures,
     draw_stars,
     expose,
     sersic_stamps,
     sky_image,
 )
 from astrid.simulate.transients import (
+    draw_colours,
     moving_objects,
     render_moving,
     render_point,
@@ -51,7 +66,13 @@ from astrid.simulate.transients import (
 )
 from astrid.surveys import SurveyPreset, get_survey
 
-__all__ = ["SimulatedEpoch", "SimulatedField", "check_parameters", "simulate_field"]
+__all__ = [
+    "SimulatedEpoch",
+    "SimulatedField",
+    "SimulatedReference",
+    "check_parameters",
+    "simulate_field",
+]
 
 Count = int | tuple[int, int] | list[int] | None
 
@@ -82,6 +103,8 @@ class SimulatedEpoch:
         Mid-exposure MJD.
     conditions : Conditions
         Seeing, transparency, sky and registration error of the exposure.
+    band : str
+        Photometric band of the exposure.
     objects : list of SimObject
         The labelled objects with their noise-free signals and masks.
     """
@@ -96,12 +119,38 @@ class SimulatedEpoch:
     header: dict[str, Any]
     mjd: float
     conditions: Conditions
+    band: str
     objects: list[SimObject] = field(default_factory=list, repr=False)
 
     @property
     def noise_sigma(self) -> np.ndarray:
         """Per-pixel standard deviation of the difference noise (e-)."""
         return np.sqrt(self.variance)
+
+
+@dataclass
+class SimulatedReference:
+    """The reference coadd of one band.
+
+    Attributes
+    ----------
+    band : str
+        Photometric band.
+    image : numpy.ndarray
+        float32 ADU coadd with sky.
+    psf : numpy.ndarray
+        Its PSF stamp.
+    header : dict
+        FITS keywords.
+    conditions : Conditions
+        How it was taken.
+    """
+
+    band: str
+    image: np.ndarray
+    psf: np.ndarray
+    header: dict[str, Any]
+    conditions: Conditions
 
 
 @dataclass
@@ -113,7 +162,7 @@ class SimulatedField:
     survey : SurveyPreset
         The preset used.
     band : str
-        Photometric band.
+        Main photometric band (the band of ``reference`` and of the generators' magnitudes).
     reference : numpy.ndarray
         float32 ADU coadd (mean of ``reference_exposures`` exposures) with sky.
     psf_reference : numpy.ndarray
@@ -125,9 +174,14 @@ class SimulatedField:
     epochs : list of SimulatedEpoch
         The science epochs in time order.
     stars, galaxies : pandas.DataFrame
-        The static scene on the reference grid (``rate`` in e-/s).
+        The static scene on the reference grid (``rate`` in e-/s of the main
+        band; with several bands also ``temperature`` in K and ``mag_<band>``).
     ra, dec : float
         Field centre in degrees.
+    bands : tuple of str
+        The bands of the epochs (``(band,)`` for a one-band field).
+    references : dict
+        Band -> :class:`SimulatedReference` (the main band's is ``reference`` above).
     """
 
     survey: SurveyPreset
@@ -141,6 +195,8 @@ class SimulatedField:
     galaxies: pd.DataFrame = field(repr=False)
     ra: float = 0.0
     dec: float = 0.0
+    bands: tuple[str, ...] = ()
+    references: dict[str, SimulatedReference] = field(default_factory=dict, repr=False)
 
 
 FIELD_COUNTS = ("n_stars", "n_galaxies", "n_supernovae", "n_variables", "n_saturated")
@@ -282,18 +338,56 @@ def _header(
     }
 
 
-def _epoch_mjds(rng: np.random.Generator, n: int) -> tuple[float, list[float]]:
-    """First epoch in 2018-2022; revisits the same night (30 %) or 1-5 nights later."""
+def _epoch_mjds(rng: np.random.Generator, n: int, n_bands: int = 1) -> tuple[float, list[float]]:
+    """First epoch in 2018-2022, then revisits; returns the reference MJD and the epochs'.
+
+    One band: each revisit is the same night (30 %) or 1-5 nights later. Several
+    bands: the epochs cycle through the bands, 15-60 minutes apart within a
+    night, and a new cycle starts 1-5 nights later.
+    """
     mjd = 58300.0 + rng.uniform(0.0, 1500.0)
     mjds = [mjd]
-    for _ in range(n - 1):
-        gap = rng.uniform(0.02, 0.08) if rng.random() < 0.3 else rng.uniform(1.0, 5.0)
+    for k in range(1, n):
+        if n_bands > 1:
+            gap = rng.uniform(15.0, 60.0) / 1440.0 if k % n_bands else rng.uniform(1.0, 5.0)
+        else:
+            gap = rng.uniform(0.02, 0.08) if rng.random() < 0.3 else rng.uniform(1.0, 5.0)
         mjds.append(mjds[-1] + gap)
     return mjd - rng.uniform(60.0, 400.0), mjds
 
 
+def _band_list(bands: Sequence[str] | None, band: str | None, preset: SurveyPreset) -> tuple[str, ...]:
+    """Return the field's bands (validated): ``bands``, or ``(band,)`` for one band."""
+    if bands is None:
+        return (band or preset.default_band,)
+    if isinstance(bands, str) or not isinstance(bands, Sequence) or not bands:
+        msg = f"bands must be None or a non-empty sequence of band names, got {bands!r}"
+        raise ValueError(msg)
+    names = tuple(str(b) for b in bands)
+    if len(set(names)) != len(names):
+        msg = f"bands must be distinct, got {list(names)}"
+        raise ValueError(msg)
+    for name in names:
+        if name not in preset.bands:
+            msg = f"bands: band {name!r} not in survey {preset.name!r}; known: {sorted(preset.bands)}"
+            raise ValueError(msg)
+        if len(names) > 1 and preset.bands[name].wavelength is None:
+            msg = f"bands: band {name!r} of survey {preset.name!r} has no wavelength, so no colours"
+            raise ValueError(msg)
+    if band is not None and band not in names:
+        msg = f"band {band!r} must be one of bands {list(names)}"
+        raise ValueError(msg)
+    return names
+
+
+def _main_band(bands: tuple[str, ...], band: str | None, preset: SurveyPreset) -> str:
+    if band is not None:
+        return band
+    return preset.default_band if preset.default_band in bands else bands[0]
+
+
 def check_parameters(survey: str | SurveyPreset, **params: Any) -> tuple[SurveyPreset, str]:
-    """Validate :func:`simulate_field` parameters; return the preset and band.
+    """Validate :func:`simulate_field` parameters; return the preset and the (main) band.
 
     Raises
     ------
@@ -316,8 +410,10 @@ def check_parameters(survey: str | SurveyPreset, **params: Any) -> tuple[SurveyP
     values = {k: p.default for k, p in known.items() if p.default is not inspect.Parameter.empty}
     values.update(params)
     preset = get_survey(survey)
-    band = values["band"] or preset.default_band
-    preset.band(band)
+    band_arg = values["band"] or None
+    if band_arg is not None:
+        preset.band(band_arg)
+    band = _main_band(_band_list(values["bands"], band_arg, preset), band_arg, preset)
     image_size, n_epochs = values["image_size"], values["n_epochs"]
     if not isinstance(image_size, int | np.integer) or isinstance(image_size, bool):
         msg = f"image_size must be an int, got {image_size!r}"
@@ -366,6 +462,7 @@ def simulate_field(
     n_bad_columns: Count = 0,
     n_saturated: Count = 0,
     band: str | None = None,
+    bands: Sequence[str] | None = None,
     host_fraction: float = 0.9,
     star_count_slope: float = 0.35,
     registration_sigma: float = 0.1,
@@ -406,7 +503,14 @@ def simulate_field(
         Extra bright stars that saturate and bleed (the number counts add a
         few on large images).
     band : str, optional
-        Band of the preset (default band when None).
+        Band of the preset (default band when None); with ``bands``, the main
+        band whose magnitudes the generators draw (default: the preset's default
+        band when it is one of ``bands``, else the first).
+    bands : sequence of str, optional
+        Take the epochs in several bands (e.g. ``("g", "r", "i")``): epoch ``k``
+        is in ``bands[k % len(bands)]``, the bands of a cycle 15-60 minutes
+        apart in one night; each band has its own reference. None (default):
+        every epoch in ``band``.
     host_fraction : float
         Fraction of supernovae given a host galaxy (the rest are hostless).
     star_count_slope : float
@@ -444,22 +548,27 @@ def simulate_field(
     >>> f = simulate_field("ztf", image_size=32, n_epochs=1, seed=1)
     >>> f.reference.shape, f.epochs[0].class_map.dtype.name
     ((32, 32), 'uint8')
+    >>> g = simulate_field("ztf", image_size=32, n_epochs=3, bands=("g", "r", "i"), seed=1)
+    >>> [ep.band for ep in g.epochs], sorted(g.references)
+    (['g', 'r', 'i'], ['g', 'i', 'r'])
     """
     params = {k: v for k, v in locals().items() if k not in {"survey", "seed", "unknown"}}
     params.update(unknown)
     preset, band = check_parameters(survey, **params)
+    band_list = _band_list(bands, band, preset)
+    multi = len(band_list) > 1
     shape = (int(image_size), int(image_size))
     ss = _seed_sequence(seed)
     s_static, s_trans, s_ref, *s_epochs = ss.spawn(3 + n_epochs)
     rng = np.random.default_rng(s_static)
     dep = depth(preset, band)
-    zp = preset.band(band).zero_point
     t = preset.exposure_time
 
     ra = rng.uniform(0.0, 360.0)
     sin_dec = rng.uniform(math.sin(math.radians(-30.0)), math.sin(math.radians(70.0)))
     dec = math.degrees(math.asin(sin_dec))
-    ref_mjd, mjds = _epoch_mjds(rng, n_epochs)
+    ref_mjd, mjds = _epoch_mjds(rng, n_epochs, len(band_list))
+    epoch_bands = [band_list[k % len(band_list)] for k in range(n_epochs)]
     stars = draw_stars(preset, band, rng, shape=shape, n=_draw_count(n_stars, rng),
                        slope=star_count_slope)
     n_sat = _draw_count(n_saturated, rng)
@@ -502,51 +611,82 @@ def simulate_field(
                                    fwhm=preset.seeing_median / preset.pixel_scale):
             bodies.append((f"mov{k}_{len(bodies)}", body))
 
-    star_x, star_y = stars.x.to_numpy(), stars.y.to_numpy()
-    star_rate = stars.rate.to_numpy()
-    gal_x, gal_y = galaxies.x.to_numpy(), galaxies.y.to_numpy()
-    gal_rate = galaxies.rate.to_numpy()
+    # Colours (several bands only, from their own random streams): every source's
+    # magnitude and rate in each band.
+    ref_seeds = {band: s_ref}
+    if multi:
+        s_colour, *s_refs = ss.spawn(len(band_list))
+        ref_seeds.update(zip([b for b in band_list if b != band], s_refs, strict=True))
+        rc = np.random.default_rng(s_colour)
+        sne, variables, moved = draw_colours(rc, sne, variables, [b for _, b in bodies])
+        bodies = [(name, b) for (name, _), b in zip(bodies, moved, strict=True)]
+        stars["temperature"] = np.concatenate([draw_star_temperatures(rc, len(stars) - n_var),
+                                               [v.temperature for v in variables]])
+        galaxies["temperature"] = draw_galaxy_temperatures(rc, galaxies.sersic_n.to_numpy())
+    wavelength = {b: preset.band(b).wavelength for b in band_list}
+    rates = {band: (stars.rate.to_numpy(), galaxies.rate.to_numpy())}
+    if multi:
+        for b in band_list:
+            star_mag, gal_mag = stars.mag.to_numpy(), galaxies.mag.to_numpy()
+            if b != band:
+                star_mag = star_mag + blackbody_colour(stars.temperature.to_numpy(), wavelength[b],
+                                                       wavelength[band])
+                for v in variables:
+                    star_mag[v.star] = v.band_reference_mag(wavelength[b], wavelength[band])
+                gal_mag = gal_mag + blackbody_colour(galaxies.temperature.to_numpy(), wavelength[b],
+                                                     wavelength[band])
+                zp_b = preset.band(b).zero_point
+                rates[b] = (10.0 ** (-0.4 * (star_mag - zp_b)), 10.0 ** (-0.4 * (gal_mag - zp_b)))
+            stars[f"mag_{b}"] = star_mag
+            galaxies[f"mag_{b}"] = gal_mag
+    depths = {b: dep if b == band else depth(preset, b) for b in band_list}
 
-    # Reference coadd: the sum of N exposures, delivered as their mean in ADU.
-    rr = np.random.default_rng(s_ref)
-    cref = draw_conditions(preset, band, rr, mjd=ref_mjd, reference=True)
+    star_x, star_y = stars.x.to_numpy(), stars.y.to_numpy()
+    gal_x, gal_y = galaxies.x.to_numpy(), galaxies.y.to_numpy()
+
+    # Reference coadds (one per band) and the epochs' conditions.
+    ref_rngs = {b: np.random.default_rng(ref_seeds[b]) for b in band_list}
+    crefs = {b: draw_conditions(preset, b, ref_rngs[b], mjd=ref_mjd, reference=True)
+             for b in band_list}
     epoch_rngs = [np.random.default_rng(s) for s in s_epochs]
     conditions = [
-        draw_conditions(preset, band, re, mjd=mjd, registration_sigma=registration_sigma,
+        draw_conditions(preset, b, re, mjd=mjd, registration_sigma=registration_sigma,
                         rotation_sigma=rotation_sigma)
-        for re, mjd in zip(epoch_rngs, mjds, strict=True)
+        for re, mjd, b in zip(epoch_rngs, mjds, epoch_bands, strict=True)
     ]
-    pad = max(c.psf.radius for c in [cref, *conditions]) + 2
+    pad = max(c.psf.radius for c in [*crefs.values(), *conditions]) + 2
     gal_batch = sersic_stamps(gal_x, gal_y, galaxies.sersic_n.to_numpy(),
                               galaxies.r_eff.to_numpy(), galaxies.axis_ratio.to_numpy(),
                               galaxies.angle.to_numpy(), pad=pad)
-    n_ref = cref.n_exposures
-    ref_sky = sky_image(cref, shape)
-    ref_flux = star_rate * t * n_ref
-    ref_radii = _star_radii(ref_flux / n_ref, cref.psf, dep.pixel_sigma)
-    ref_expected = ref_sky + _render_static(shape, star_x, star_y, ref_flux, ref_radii, gal_batch,
-                                            gal_rate * t * n_ref, cref.psf)
+    references, ref_noise = {}, {}
+    for b in band_list:
+        references[b], ref_noise[b] = _render_reference(
+            preset, b, crefs[b], ref_rngs[b], shape=shape, star_xy=(star_x, star_y),
+            rates=rates[b], galaxies=gal_batch, depth_=depths[b], ra=ra, dec=dec,
+            field_id=field_id,
+        )
+    n_ref = crefs[band].n_exposures
     full_well = preset.saturation * preset.gain
-    ref_bled, ref_sat = bleed(ref_expected, full_well * n_ref)
-    ref_e = expose(ref_bled, rr, survey=preset, n_exposures=n_ref)
-    ref_e[ref_sat] = full_well * n_ref
-    reference = np.minimum(ref_e / np.float32(preset.gain * n_ref), np.float32(preset.saturation))
     dark = preset.dark_current * t
-    ref_var = ref_bled + np.float32(n_ref * (dark + preset.read_noise**2))
-    ref_resid = ref_bled - ref_expected
-    del ref_e, ref_expected
-    ref_header = _header(preset, band, cref, shape=shape, ra=ra, dec=dec, field_id=field_id,
-                         epoch=-1)
+
+    def band_truth(mag_of: Callable[[float, float], float]) -> dict[str, float]:
+        """``mag_<band>`` of a transient in every band (several bands only)."""
+        if not multi:
+            return {}
+        return {f"mag_{c}": float(mag_of(wavelength[c], wavelength[band])) for c in band_list}
 
     epochs = []
     for k, mjd in enumerate(mjds):
-        re, cond = epoch_rngs[k], conditions[k]
+        re, cond, b = epoch_rngs[k], conditions[k], epoch_bands[k]
+        dep_b, zp_b = depths[b], preset.band(b).zero_point
+        star_rate, gal_rate = rates[b]
+        ref_resid, ref_var = ref_noise[b]
         psf = cond.psf
         scale = cond.transparency * t
         xs, ys = cond.transform(star_x, star_y, shape)
         gxs, gys = cond.transform(gal_x, gal_y, shape)
         flux = star_rate * scale
-        radii = _star_radii(flux, psf, dep.pixel_sigma)
+        radii = _star_radii(flux, psf, dep_b.pixel_sigma)
         static = _render_static(shape, xs, ys, flux, radii, gal_batch, gal_rate * scale, psf,
                                 gal_shift=(gxs - gal_x, gys - gal_y))
         model = _render_static(shape, star_x, star_y, flux, radii, gal_batch, gal_rate * scale,
@@ -555,33 +695,42 @@ def simulate_field(
 
         objects: list[SimObject] = []
         for i, sn in enumerate(sne):
-            f = sn.rate(mjd, zp) * scale
+            offset = 0.0 if b == band else sn.mag_offset(mjd, wavelength[b], wavelength[band])
+            f = sn.rate(mjd, zp_b, mag_offset=offset) * scale
             x, y = cond.transform(sn.x, sn.y, shape)
             params = {"sci_flux": f, "ref_flux": 0.0, "peak_mag": sn.peak_mag,
                       "t_peak": sn.t_peak, "tau_rise": sn.tau_rise, "tau_fall": sn.tau_fall,
-                      "host_x": sn.host_x, "host_y": sn.host_y, "host_r_eff": sn.host_r_eff}
+                      "host_x": sn.host_x, "host_y": sn.host_y, "host_r_eff": sn.host_r_eff,
+                      **band_truth(partial(sn.band_mag, mjd))}
+            if multi:
+                params["sn_type"] = sn.sn_type
             subtype = "hosted" if math.isfinite(sn.host_x) else "hostless"
             objects.append(render_point("supernova", f"sn{i}", float(x), float(y), f, psf,
                                         params=params, subtype=subtype))
         for i, v in enumerate(variables):
-            f_now = preset.electrons_per_second(v.mag(mjd), band) * scale
+            mag_now = v.mag(mjd) if b == band else v.band_mag(mjd, wavelength[b], wavelength[band])
+            f_now = preset.electrons_per_second(mag_now, b) * scale
             f_ref = star_rate[v.star] * scale
             params = {"sci_flux": f_now, "ref_flux": f_ref, "peak_mag": v.mean_mag,
-                      "period": v.period, "amplitude": v.amplitude}
+                      "period": v.period, "amplitude": v.amplitude,
+                      **band_truth(partial(v.band_mag, mjd))}
             objects.append(render_point("variable", f"var{i}", float(xs[v.star]),
                                         float(ys[v.star]), f_now - f_ref, psf, params=params,
                                         subtype=v.shape))
         for name, body in bodies:
-            obj = render_moving(body, name, cond, pixel_scale=preset.pixel_scale,
-                                zero_point=zp, shape=shape)
+            seen = body if b == band else replace(body, mag=body.band_mag(wavelength[b],
+                                                                          wavelength[band]))
+            obj = render_moving(seen, name, cond, pixel_scale=preset.pixel_scale,
+                                zero_point=zp_b, shape=shape)
             if obj is not None:
+                obj.params.update(band_truth(body.band_mag))
                 objects.append(obj)
         objects += cosmic_rays(re, _draw_count(n_cosmic_rays, re), shape=shape)
         objects += hot_pixels(re, _draw_count(n_hot_pixels, re), shape=shape)
         objects += bad_columns(re, _draw_count(n_bad_columns, re), sky=sky,
-                               pixel_sigma=dep.pixel_sigma)
+                               pixel_sigma=dep_b.pixel_sigma)
         objects += satellite_trails(re, _draw_count(n_satellites, re), shape=shape, psf=psf,
-                                    pixel_sigma=dep.pixel_sigma)
+                                    pixel_sigma=dep_b.pixel_sigma)
         objects = [o for o in objects if o.crop(shape)]
 
         expected = sky + static
@@ -599,14 +748,20 @@ def simulate_field(
         ideal = (bled - sky) - model - ratio * ref_resid
         variance = bled + np.float32(dark + preset.read_noise**2) + ratio**2 * ref_var
         objects += _bleed_objects(saturation_resid, star_x, star_y, xs, ys)
-        objects += _dipoles(stars, xs, ys, flux, radii, psf, variance, min_snr)
+        star_mags = stars[f"mag_{b}"].to_numpy() if multi else stars.mag.to_numpy()
+        objects += _dipoles(star_x, star_y, star_mags, xs, ys, flux, radii, psf, variance, min_snr)
         del expected, static, model
 
         class_map, instance_map, catalog, kept = build_labels(
             objects, variance, mask_sigma=mask_sigma, min_snr=min_snr,
-            ambiguous_snr=ambiguous_snr, zero_point=zp, exposure=scale,
+            ambiguous_snr=ambiguous_snr, zero_point=zp_b, exposure=scale,
         )
         catalog.insert(1, "epoch", k)
+        if multi:
+            catalog.insert(2, "band", b)
+            catalog["sn_type"] = [o.params.get("sn_type", "") for o in kept]
+            for c in band_list:
+                catalog[f"mag_{c}"] = [o.params.get(f"mag_{c}", math.nan) for o in kept]
         epochs.append(
             SimulatedEpoch(
                 science=science.astype(np.float32),
@@ -616,26 +771,72 @@ def simulate_field(
                 catalog=catalog,
                 ideal_difference=ideal.astype(np.float32),
                 variance=variance.astype(np.float32),
-                header=_header(preset, band, cond, shape=shape, ra=ra, dec=dec,
+                header=_header(preset, b, cond, shape=shape, ra=ra, dec=dec,
                                field_id=field_id, epoch=k),
                 mjd=float(mjd),
                 conditions=cond,
+                band=b,
                 objects=kept,
             )
         )
+    main = references[band]
     return SimulatedField(
         survey=preset,
         band=band,
-        reference=reference.astype(np.float32),
-        psf_reference=cref.psf.stamp(),
-        reference_header=ref_header,
-        reference_conditions=cref,
+        reference=main.image,
+        psf_reference=main.psf,
+        reference_header=main.header,
+        reference_conditions=main.conditions,
         epochs=epochs,
         stars=stars,
         galaxies=galaxies,
         ra=float(ra),
         dec=float(dec),
+        bands=band_list,
+        references=references,
     )
+
+
+def _render_reference(
+    preset: SurveyPreset,
+    band: str,
+    cref: Conditions,
+    rng: np.random.Generator,
+    *,
+    shape: tuple[int, int],
+    star_xy: tuple[np.ndarray, np.ndarray],
+    rates: tuple[np.ndarray, np.ndarray],
+    galaxies: SersicBatch,
+    depth_: Depth,
+    ra: float,
+    dec: float,
+    field_id: int,
+) -> tuple[SimulatedReference, tuple[np.ndarray, np.ndarray]]:
+    """Render one band's reference coadd: the sum of N exposures, delivered as their mean in ADU.
+
+    Returns the reference and, for the epochs' difference truth, its saturation
+    residual and variance (e- of the coadd).
+    """
+    t = preset.exposure_time
+    star_rate, gal_rate = rates
+    n_ref = cref.n_exposures
+    ref_sky = sky_image(cref, shape)
+    ref_flux = star_rate * t * n_ref
+    ref_radii = _star_radii(ref_flux / n_ref, cref.psf, depth_.pixel_sigma)
+    ref_expected = ref_sky + _render_static(shape, *star_xy, ref_flux, ref_radii, galaxies,
+                                            gal_rate * t * n_ref, cref.psf)
+    full_well = preset.saturation * preset.gain
+    ref_bled, ref_sat = bleed(ref_expected, full_well * n_ref)
+    ref_e = expose(ref_bled, rng, survey=preset, n_exposures=n_ref)
+    ref_e[ref_sat] = full_well * n_ref
+    reference = np.minimum(ref_e / np.float32(preset.gain * n_ref), np.float32(preset.saturation))
+    dark = preset.dark_current * t
+    ref_var = ref_bled + np.float32(n_ref * (dark + preset.read_noise**2))
+    ref_resid = ref_bled - ref_expected
+    header = _header(preset, band, cref, shape=shape, ra=ra, dec=dec, field_id=field_id, epoch=-1)
+    out = SimulatedReference(band=band, image=reference.astype(np.float32), psf=cref.psf.stamp(),
+                             header=header, conditions=cref)
+    return out, (ref_resid, ref_var)
 
 
 def _bleed_objects(
@@ -667,7 +868,9 @@ def _bleed_objects(
 
 
 def _dipoles(
-    stars: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    mags: np.ndarray,
     xs: np.ndarray,
     ys: np.ndarray,
     flux: np.ndarray,
@@ -681,8 +884,6 @@ def _dipoles(
     Candidates are pre-selected with the first-order estimate
     ``S/N ≈ F |δ| sqrt(Σ (∂P/∂δ)²) / σ`` (σ at the star) and then computed exactly.
     """
-    x, y = stars.x.to_numpy(), stars.y.to_numpy()
-    mags = stars.mag.to_numpy()
     stamp = psf.stamp().astype(np.float64)
     gy, gx = np.gradient(stamp)
     grad = math.sqrt(max(float(np.sum(gx * gx)), float(np.sum(gy * gy))))

@@ -6,6 +6,15 @@ limit; galaxies are PSF-convolved Sérsic profiles with sizes that shrink with
 magnitude. Each exposure has its own Moffat seeing, transparency, sky level
 with a gradient and a small residual registration error (shift and rotation)
 against the reference pixel grid.
+
+Colours: every static source has an effective (colour) temperature and its
+magnitude in another band follows a blackbody spectral energy distribution
+(:func:`blackbody_colour`) at the bands' effective wavelengths. Stars sit on
+the main-sequence locus (g-r reddens as the temperature falls: about -0.1 at
+10000 K, 0.48 for the Sun, 1.4 at 3500 K with the ZTF wavelengths); galaxies
+are red-sequence spheroids (g-r ~ 0.8) or blue-cloud discs (g-r ~ 0.3-0.5).
+Blackbodies follow the real stellar locus to about 0.1 mag from A to early M
+stars; M dwarfs' real r-i (molecular bands) is redder than a blackbody's.
 """
 
 from __future__ import annotations
@@ -22,17 +31,111 @@ from astrid.simulate.psf import MoffatPSF
 from astrid.surveys import SurveyPreset
 
 __all__ = [
+    "HC_OVER_K",
     "Conditions",
     "Depth",
     "SersicBatch",
+    "blackbody_colour",
     "depth",
     "draw_conditions",
     "draw_galaxies",
+    "draw_galaxy_temperatures",
+    "draw_star_temperatures",
     "draw_stars",
     "expose",
     "sersic_stamps",
     "sky_image",
 ]
+
+
+HC_OVER_K = 1.4388e7
+"""h c / k in nm K (second radiation constant)."""
+
+
+def _log_expm1(x: np.ndarray) -> np.ndarray:
+    """``log(exp(x) - 1)`` without overflow for large ``x`` (x > 0)."""
+    return x + np.log1p(-np.exp(-x))
+
+
+def blackbody_colour(
+    temperature: float | np.ndarray, wavelength: float, reference_wavelength: float
+) -> np.ndarray:
+    """AB magnitude at ``wavelength`` minus that at ``reference_wavelength`` of a blackbody.
+
+    AB magnitudes measure ``f_nu``, so the colour is ``-2.5 log10(B_nu(λ) / B_nu(λ_ref))``
+    with ``B_nu ∝ nu^3 / (exp(h nu / k T) - 1)``.
+
+    Parameters
+    ----------
+    temperature : float or numpy.ndarray
+        Effective (colour) temperature in K (> 0).
+    wavelength, reference_wavelength : float
+        Effective wavelengths of the two bands in nm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Colour in magnitudes (positive: fainter at ``wavelength``), shaped like ``temperature``.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive temperature or wavelength.
+
+    Examples
+    --------
+    >>> round(float(blackbody_colour(5800.0, 480.0, 640.0)), 2)  # the Sun's g-r
+    0.48
+    >>> bool(blackbody_colour(3500.0, 480.0, 640.0) > blackbody_colour(10000.0, 480.0, 640.0))
+    True
+    """
+    t = np.asarray(temperature, dtype=float)
+    if not (np.all(t > 0) and wavelength > 0 and reference_wavelength > 0):
+        msg = (f"temperature and wavelengths must be positive, got T={temperature!r}, "
+               f"wavelengths {wavelength!r}, {reference_wavelength!r}")
+        raise ValueError(msg)
+    ln_ratio = (-3.0 * math.log(wavelength / reference_wavelength)
+                - _log_expm1(HC_OVER_K / (wavelength * t))
+                + _log_expm1(HC_OVER_K / (reference_wavelength * t)))
+    return -2.5 / math.log(10.0) * ln_ratio
+
+
+def draw_star_temperatures(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Draw effective temperatures (K) of field stars at mid to high Galactic latitude.
+
+    A mix of thick-disc and halo main-sequence turn-off stars (55 %, about
+    6300 ± 500 K), K and M dwarfs (35 %, log-uniform 3200-5200 K) and hot A/F
+    stars (10 %, log-uniform 7500-11000 K).
+
+    Examples
+    --------
+    >>> t = draw_star_temperatures(np.random.default_rng(0), 1000)
+    >>> bool(3000 < t.min() and t.max() < 12000)
+    True
+    """
+    kind = rng.random(n)
+    turnoff = np.clip(rng.normal(6300.0, 500.0, n), 5000.0, 8000.0)
+    cool = np.exp(rng.uniform(math.log(3200.0), math.log(5200.0), n))
+    hot = np.exp(rng.uniform(math.log(7500.0), math.log(11000.0), n))
+    return np.where(kind < 0.55, turnoff, np.where(kind < 0.9, cool, hot))
+
+
+def draw_galaxy_temperatures(rng: np.random.Generator, sersic_n: np.ndarray) -> np.ndarray:
+    """Draw colour temperatures (K) of galaxies from their Sérsic index.
+
+    Spheroids (``n >= 2``) lie on the red sequence (4800 ± 150 K, g-r ~ 0.75),
+    discs in the blue cloud (6300 ± 600 K, g-r ~ 0.2-0.55).
+
+    Examples
+    --------
+    >>> t = draw_galaxy_temperatures(np.random.default_rng(0), np.array([4.0, 1.0]))
+    >>> bool(t[0] < t[1])
+    True
+    """
+    n_index = np.asarray(sersic_n, dtype=float)
+    red = rng.normal(4800.0, 150.0, n_index.size)
+    blue = np.clip(rng.normal(6300.0, 600.0, n_index.size), 5000.0, 9000.0)
+    return np.where(n_index >= 2.0, red, blue)
 
 
 @dataclass(frozen=True)

@@ -4,24 +4,48 @@ Each generator draws the field-level parameters once (a light curve, an
 orbit-like linear motion) and each science epoch then samples them at its MJD,
 rendering the *change* against the reference with the epoch's PSF at the
 epoch's (slightly misregistered) position.
+
+Colours (used when a field is taken in several bands): magnitudes of the
+generators are those of the field's main band; another band adds a colour from
+a blackbody spectral energy distribution (:func:`astrid.simulate.scene.blackbody_colour`):
+
+* supernovae have a colour temperature that depends on their type and phase
+  (:data:`SN_COLOUR_TEMPERATURES`): a Ia is bluest near peak and reddens by
+  about 1 mag in g-r over the following month; a II starts hot (blue) and cools
+  onto its plateau; a Ib/c is redder at peak than a Ia;
+* pulsating variables (``sine``, ``rrlyrae``) change temperature over their
+  cycle (hotter when brighter, so the amplitude is larger in bluer bands);
+  eclipsing binaries of equal-temperature components dim alike in every band;
+* moving objects reflect sunlight (a 5800 K blackbody) with a reflectance
+  slope ``∝ λ^γ`` (γ = 0 for C-type, up to 0.8 for red S-type asteroids).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from astrid.simulate.labels import SimObject, canvas, disk_core
 from astrid.simulate.psf import MoffatPSF, point_stamps
-from astrid.simulate.scene import Conditions, sersic_stamps
+from astrid.simulate.scene import (
+    HC_OVER_K,
+    Conditions,
+    blackbody_colour,
+    draw_star_temperatures,
+    sersic_stamps,
+)
 
 __all__ = [
+    "SN_COLOUR_TEMPERATURES",
+    "SN_TYPE_FRACTIONS",
+    "SUN_TEMPERATURE",
     "MovingObject",
     "Supernova",
     "VariableStar",
     "bazin",
+    "draw_colours",
     "moving_objects",
     "periodic_shape",
     "render_moving",
@@ -80,9 +104,35 @@ def periodic_shape(phase: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(msg)
 
 
+SUN_TEMPERATURE = 5800.0
+"""Colour temperature (K) of sunlight reflected by moving objects."""
+
+SN_COLOUR_TEMPERATURES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    # (days from the main-band peak, colour temperature in K); log T is interpolated
+    # linearly and held at the ends. Tuned so that g-r (ZTF wavelengths) is about
+    # -0.1 at a Ia's peak and +1.0 a month later, -0.3 for a young II cooling to
+    # +0.6-0.8 on its plateau, and +0.3 at a Ib/c's peak.
+    "Ia": ((-20.0, -10.0, -3.0, 0.0, 7.0, 15.0, 30.0, 60.0, 120.0),
+           (7500.0, 10000.0, 11500.0, 11000.0, 8500.0, 5800.0, 4200.0, 4800.0, 5200.0)),
+    "II": ((-15.0, -7.0, -2.0, 0.0, 5.0, 15.0, 30.0, 60.0, 120.0),
+           (30000.0, 25000.0, 17000.0, 15000.0, 11000.0, 8000.0, 6000.0, 5000.0, 4800.0)),
+    "Ibc": ((-20.0, -10.0, 0.0, 10.0, 20.0, 40.0, 120.0),
+            (6000.0, 7500.0, 7000.0, 5500.0, 4500.0, 4400.0, 4600.0)),
+}
+"""Colour-temperature evolution of each supernova type."""
+
+SN_TYPE_FRACTIONS: dict[str, float] = {"Ia": 0.7, "II": 0.2, "Ibc": 0.1}
+"""Type mix of a magnitude-limited supernova sample (rounded from ZTF's Bright Transient Survey)."""
+
+
 @dataclass(frozen=True)
 class Supernova:
-    """A supernova: position on the reference grid, host and Bazin light curve."""
+    """A supernova: position on the reference grid, host, Bazin light curve and type.
+
+    ``peak_mag`` and the light curve are those of the field's main band;
+    ``sn_type`` (a key of :data:`SN_COLOUR_TEMPERATURES`, empty when the field
+    has one band) sets the colour in the other bands.
+    """
 
     x: float
     y: float
@@ -93,18 +143,72 @@ class Supernova:
     host_x: float = math.nan
     host_y: float = math.nan
     host_r_eff: float = math.nan
+    sn_type: str = ""
 
-    def rate(self, mjd: float, zero_point: float) -> float:
-        """Electrons per second (at transparency 1) at ``mjd``."""
-        peak = 10 ** (-0.4 * (self.peak_mag - zero_point))
+    def rate(self, mjd: float, zero_point: float, *, mag_offset: float = 0.0) -> float:
+        """Electrons per second (at transparency 1) at ``mjd``, ``mag_offset`` fainter."""
+        peak = 10 ** (-0.4 * (self.peak_mag + mag_offset - zero_point))
         lc = bazin(np.array([mjd]), t_peak=self.t_peak, tau_rise=self.tau_rise,
                    tau_fall=self.tau_fall)
         return float(peak * lc[0])
 
+    def colour_temperature(self, mjd: float) -> float:
+        """Colour temperature in K at ``mjd`` (needs ``sn_type``).
+
+        Raises
+        ------
+        ValueError
+            When the supernova has no known type.
+        """
+        if self.sn_type not in SN_COLOUR_TEMPERATURES:
+            msg = f"supernova type {self.sn_type!r} has no colour; known: {sorted(SN_COLOUR_TEMPERATURES)}"
+            raise ValueError(msg)
+        phases, temps = SN_COLOUR_TEMPERATURES[self.sn_type]
+        return float(np.exp(np.interp(mjd - self.t_peak, phases, np.log(temps))))
+
+    def mag_offset(self, mjd: float, wavelength: float, main_wavelength: float) -> float:
+        """Magnitude in the band at ``wavelength`` minus that in the main band, at ``mjd``."""
+        return float(blackbody_colour(self.colour_temperature(mjd), wavelength, main_wavelength))
+
+    def band_mag(self, mjd: float, wavelength: float, main_wavelength: float) -> float:
+        """AB magnitude at ``mjd`` in the band at ``wavelength`` (nm)."""
+        lc = bazin(np.array([mjd]), t_peak=self.t_peak, tau_rise=self.tau_rise,
+                   tau_fall=self.tau_fall)[0]
+        if not lc > 0:
+            return math.inf
+        return self.peak_mag + self.mag_offset(mjd, wavelength, main_wavelength) - 2.5 * math.log10(lc)
+
+
+def _pulsation_temperature(
+    delta_mag: np.ndarray, temperature: float, wavelength: float
+) -> np.ndarray:
+    """Temperatures at which a blackbody of fixed radius changes by ``delta_mag`` at ``wavelength``.
+
+    Solves ``-2.5 log10(B(λ, T) / B(λ, T0)) = Δm`` for ``T`` by Newton steps in
+    ``ln T`` (``d ln B / d ln T = x e^x / (e^x - 1)`` with ``x = hc / λkT``).
+    """
+    target = -0.4 * math.log(10.0) * np.asarray(delta_mag, dtype=float)  # ln(B / B0)
+    x0 = HC_OVER_K / (wavelength * temperature)
+    ln_t = np.full(target.shape, math.log(temperature))
+    for _ in range(50):
+        x = HC_OVER_K / (wavelength * np.exp(ln_t))
+        ln_ratio = -(x + np.log1p(-np.exp(-x))) + (x0 + math.log1p(-math.exp(-x0)))
+        slope = x / -np.expm1(-x)
+        step = (ln_ratio - target) / slope
+        ln_t -= step
+        if np.all(np.abs(step) < 1e-10):
+            break
+    return np.exp(ln_t)
+
 
 @dataclass(frozen=True)
 class VariableStar:
-    """A periodic variable: index of its star, mean magnitude and light curve."""
+    """A periodic variable: index of its star, mean magnitude, light curve and temperature.
+
+    ``mean_mag`` and the light curve are those of the field's main band;
+    ``temperature`` (K, NaN when the field has one band) is the star's
+    temperature at its mean brightness and sets its colours.
+    """
 
     star: int
     mean_mag: float
@@ -112,6 +216,7 @@ class VariableStar:
     period: float
     phase: float
     shape: str
+    temperature: float = math.nan
 
     def mag(self, mjd: float) -> float:
         """Magnitude at ``mjd``."""
@@ -122,6 +227,34 @@ class VariableStar:
         """Magnitude of the phase-averaged flux (what a coadd of many epochs records)."""
         grid = np.linspace(0, 1, 512, endpoint=False)
         mags = self.mean_mag + self.amplitude * periodic_shape(grid, self.shape)
+        return float(-2.5 * np.log10(np.mean(10 ** (-0.4 * mags))))
+
+    def _band_mags(self, phases: np.ndarray, wavelength: float, main_wavelength: float) -> np.ndarray:
+        """Magnitudes at the cycle ``phases`` in the band at ``wavelength``.
+
+        A pulsator's main-band change comes from its temperature alone (fixed
+        radius); an eclipsing binary of equal components dims alike in every band.
+        """
+        if not math.isfinite(self.temperature):
+            msg = "the variable has no temperature: its field was simulated in one band"
+            raise ValueError(msg)
+        delta_main = self.amplitude * periodic_shape(phases, self.shape)
+        colour = float(blackbody_colour(self.temperature, wavelength, main_wavelength))
+        if self.shape == "eclipsing":
+            return self.mean_mag + colour + delta_main
+        temps = _pulsation_temperature(delta_main, self.temperature, main_wavelength)
+        change = blackbody_colour(temps, wavelength, main_wavelength) - colour
+        return self.mean_mag + colour + delta_main + change
+
+    def band_mag(self, mjd: float, wavelength: float, main_wavelength: float) -> float:
+        """AB magnitude at ``mjd`` in the band at ``wavelength`` (nm)."""
+        phase = np.array([mjd / self.period + self.phase])
+        return float(self._band_mags(phase, wavelength, main_wavelength)[0])
+
+    def band_reference_mag(self, wavelength: float, main_wavelength: float) -> float:
+        """Magnitude of the phase-averaged flux in the band at ``wavelength`` (nm)."""
+        grid = np.linspace(0, 1, 512, endpoint=False)
+        mags = self._band_mags(grid, wavelength, main_wavelength)
         return float(-2.5 * np.log10(np.mean(10 ** (-0.4 * mags))))
 
 
@@ -144,11 +277,17 @@ class MovingObject:
     coma_r_eff: float = 0.0
     coma_fraction: float = 0.0
     tail_angle: float = 0.0
+    reflectance_slope: float = 0.0
 
     def position(self, mjd: float, pixel_scale: float) -> tuple[float, float]:
         """Pixel position at ``mjd``."""
         d = self.rate * 24.0 * (mjd - self.mjd) / pixel_scale
         return self.x + d * math.cos(self.angle), self.y + d * math.sin(self.angle)
+
+    def band_mag(self, wavelength: float, main_wavelength: float) -> float:
+        """AB magnitude in the band at ``wavelength`` (nm): reflected sunlight, reflectance ∝ λ^γ."""
+        solar = float(blackbody_colour(SUN_TEMPERATURE, wavelength, main_wavelength))
+        return self.mag + solar - 2.5 * self.reflectance_slope * math.log10(wavelength / main_wavelength)
 
 
 def supernovae(
@@ -230,6 +369,43 @@ def variable_stars(
             )
         )
     return out
+
+
+def draw_colours(
+    rng: np.random.Generator,
+    sne: list[Supernova],
+    variables: list[VariableStar],
+    bodies: list[MovingObject],
+) -> tuple[list[Supernova], list[VariableStar], list[MovingObject]]:
+    """Return copies of the transients with their colour parameters drawn.
+
+    Supernova types follow :data:`SN_TYPE_FRACTIONS`; pulsating variables get
+    instability-strip temperatures (6000-7500 K), eclipsing binaries field-star
+    temperatures; asteroids are C-type (40 %, reflectance slope γ in -0.1-0.2)
+    or S-type (γ in 0.4-0.8), comets' dust γ in 0-0.3.
+
+    Examples
+    --------
+    >>> sn = Supernova(1.0, 1.0, 19.0, 10.0, 3.0, 30.0)
+    >>> (typed,), _, _ = draw_colours(np.random.default_rng(0), [sn], [], [])
+    >>> typed.sn_type in SN_TYPE_FRACTIONS
+    True
+    """
+    names = list(SN_TYPE_FRACTIONS)
+    types = rng.choice(len(names), size=len(sne), p=list(SN_TYPE_FRACTIONS.values()))
+    sne = [replace(sn, sn_type=names[k]) for sn, k in zip(sne, types, strict=True)]
+    strip = rng.uniform(6000.0, 7500.0, len(variables))
+    field_stars = draw_star_temperatures(rng, len(variables))
+    variables = [
+        replace(v, temperature=float(field_stars[i] if v.shape == "eclipsing" else strip[i]))
+        for i, v in enumerate(variables)
+    ]
+    c_type = rng.random(len(bodies)) < 0.4
+    slopes = np.where(c_type, rng.uniform(-0.1, 0.2, len(bodies)), rng.uniform(0.4, 0.8, len(bodies)))
+    dust = rng.uniform(0.0, 0.3, len(bodies))
+    bodies = [replace(b, reflectance_slope=float(dust[i] if b.comet else slopes[i]))
+              for i, b in enumerate(bodies)]
+    return sne, variables, bodies
 
 
 def moving_objects(
