@@ -9,6 +9,10 @@
   scores (U-Net ``score``, classifier probability) on a validation split; a
   logistic model fitted by log loss is calibrated by construction, and its few
   coefficients save as plain JSON.
+* :class:`KindClassifier` - the same gradient-boosted design for the kind of a
+  candidate (supernova, variable, moving, each artifact, background); it takes
+  any extra feature columns (temporal context, colour) and keeps NaN as
+  "missing" (no history yet) instead of refusing it.
 
 Fit the classifier on the training split, the ensemble on the validation
 split, and evaluate both on the test split (:mod:`astrid.metrics`).
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-__all__ = ["EnsembleScorer", "RealBogusClassifier"]
+__all__ = ["EnsembleScorer", "KindClassifier", "RealBogusClassifier"]
 
 _FORMAT = "astrid.RealBogusClassifier"
 _FORMAT_VERSION = 1
@@ -38,9 +42,13 @@ _CALIBRATIONS = ("isotonic", "sigmoid", None)
 
 
 def _matrix(
-    features: pd.DataFrame | ArrayLike, names: Sequence[str] | None, what: str = "features"
+    features: pd.DataFrame | ArrayLike,
+    names: Sequence[str] | None,
+    what: str = "features",
+    *,
+    allow_nan: bool = False,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Feature matrix and its column names, validated."""
+    """Feature matrix and its column names, validated (NaN allowed as "missing" with ``allow_nan``)."""
     if isinstance(features, pd.DataFrame):
         if names is None:
             numeric = features.select_dtypes(include=["number", "bool"])
@@ -65,9 +73,10 @@ def _matrix(
     if x.shape[0] == 0 or x.shape[1] == 0:
         msg = f"{what} is empty (shape {x.shape})"
         raise ValueError(msg)
-    if not np.all(np.isfinite(x)):
-        bad = [n for n, ok in zip(names, np.isfinite(x).all(axis=0), strict=True) if not ok]
-        msg = f"{what} contains NaN or infinite values in {bad}"
+    ok = ~np.isinf(x) if allow_nan else np.isfinite(x)
+    if not np.all(ok):
+        bad = [n for n, good in zip(names, ok.all(axis=0), strict=True) if not good]
+        msg = f"{what} contains {'' if allow_nan else 'NaN or '}infinite values in {bad}"
         raise ValueError(msg)
     return x, tuple(names)
 
@@ -89,6 +98,15 @@ def _labels(labels: ArrayLike, n: int, *, min_per_class: int = 1) -> np.ndarray:
         )
         raise ValueError(msg)
     return y
+
+
+def _thread_limit(n_threads: int | None) -> AbstractContextManager[Any]:
+    """Limit OpenMP/BLAS threads to ``n_threads`` (threadpoolctl); ``None`` changes nothing."""
+    if n_threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n_threads))
 
 
 def _trusted(untrusted: Sequence[str]) -> list[str]:
@@ -162,11 +180,7 @@ class RealBogusClassifier:
             self.features = tuple(self.features)
 
     def _threads(self) -> AbstractContextManager[Any]:
-        if self.n_threads is None:
-            return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=int(self.n_threads))
+        return _thread_limit(self.n_threads)
 
     def _estimator(self) -> Any:
         from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -305,6 +319,140 @@ class RealBogusClassifier:
         clf.estimator_ = state["estimator"]
         clf.feature_names_ = tuple(state["feature_names"])
         return clf
+
+
+@dataclass
+class KindClassifier:
+    """Gradient-boosted classifier of a candidate's kind on any feature columns.
+
+    The multi-class sibling of :class:`RealBogusClassifier`: same feature
+    handling (``features`` or every numeric column), fixed seed and thread
+    limit, but NaN features are kept as *missing* -
+    :class:`sklearn.ensemble.HistGradientBoostingClassifier` learns which way
+    they go - so that rows without history (a first detection, a new alert)
+    need no made-up fill value. Classes are weighted to balance their counts,
+    so a rare kind (a comet, a bleed trail) is not swallowed by the common ones.
+
+    Attributes
+    ----------
+    features : tuple of str, optional
+        Columns to use; default every numeric column of the table given to
+        :meth:`fit` (e.g. :data:`astrid.detect.FEATURE_COLUMNS` plus context or
+        colour columns).
+    max_iter : int
+        Boosting iterations.
+    balanced : bool
+        Weight each class by the inverse of its frequency.
+    seed : int
+        Random state (fixed: same data, same model).
+    n_threads : int, optional
+        Limit OpenMP threads while fitting and predicting (threadpoolctl).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(5, 1, (40, 2))]
+    >>> x[::7, 1] = np.nan  # missing values are allowed
+    >>> kinds = np.r_[["cosmic_ray"] * 40, ["supernova"] * 40]
+    >>> clf = KindClassifier(n_threads=1).fit(x, kinds)
+    >>> clf.predict([[0.0, 0.0], [5.0, np.nan]]).tolist()
+    ['cosmic_ray', 'supernova']
+    """
+
+    features: tuple[str, ...] | None = None
+    max_iter: int = 100
+    balanced: bool = True
+    seed: int = 0
+    n_threads: int | None = None
+    estimator_: Any = field(default=None, init=False, repr=False)
+    feature_names_: tuple[str, ...] = field(default=(), init=False)
+    classes_: tuple[str, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        if int(self.max_iter) != self.max_iter or self.max_iter < 1:
+            msg = f"max_iter must be a positive integer, got {self.max_iter!r}"
+            raise ValueError(msg)
+        if self.n_threads is not None and (int(self.n_threads) != self.n_threads or self.n_threads < 1):
+            msg = f"n_threads must be a positive integer or None, got {self.n_threads!r}"
+            raise ValueError(msg)
+        if self.features is not None:
+            self.features = tuple(self.features)
+
+    def fit(self, features: pd.DataFrame | ArrayLike, kinds: ArrayLike) -> KindClassifier:
+        """Fit on a feature table and one kind name per row.
+
+        Parameters
+        ----------
+        features : pandas.DataFrame or array_like, shape (N, F)
+            Features, one row per candidate; NaN = missing, infinities are refused.
+        kinds : array_like of str, shape (N,)
+            The true kind of each candidate (e.g. a name of
+            :data:`astrid.classes.CLASS_NAMES`).
+
+        Returns
+        -------
+        KindClassifier
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            On missing columns, infinite features, empty input, a length
+            mismatch or fewer than two kinds.
+        """
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        x, names = _matrix(features, self.features, allow_nan=True)
+        y = np.asarray(kinds, dtype=object).astype(str)
+        if y.ndim != 1 or y.size != len(x):
+            msg = f"kinds must be 1-D with {len(x)} entries, got shape {y.shape}"
+            raise ValueError(msg)
+        if np.unique(y).size < 2:
+            msg = f"kinds need at least two different kinds, got {sorted(set(y))}"
+            raise ValueError(msg)
+        estimator = HistGradientBoostingClassifier(
+            max_iter=int(self.max_iter), class_weight="balanced" if self.balanced else None,
+            early_stopping=False, random_state=self.seed,
+        )
+        with _thread_limit(self.n_threads):
+            self.estimator_ = estimator.fit(x, y)
+        self.feature_names_ = names
+        self.classes_ = tuple(str(c) for c in self.estimator_.classes_)
+        return self
+
+    def predict_proba(self, features: pd.DataFrame | ArrayLike) -> pd.DataFrame:
+        """Return each candidate's probability of every kind.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``(N, K)``, one column per kind of :attr:`classes_`, rows summing to 1
+            (index of ``features`` when it is a DataFrame).
+
+        Raises
+        ------
+        ValueError
+            If not fitted, or on missing columns / infinite features.
+        """
+        if self.estimator_ is None:
+            msg = "the classifier is not fitted; call fit first"
+            raise ValueError(msg)
+        x, _ = _matrix(features, self.feature_names_, allow_nan=True)
+        with _thread_limit(self.n_threads):
+            p = self.estimator_.predict_proba(x)
+        index = features.index if isinstance(features, pd.DataFrame) else None
+        return pd.DataFrame(p, columns=list(self.classes_), index=index)
+
+    def predict(self, features: pd.DataFrame | ArrayLike) -> np.ndarray:
+        """Return the most probable kind of each candidate (``(N,)`` str).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict_proba`.
+        """
+        p = self.predict_proba(features)
+        return np.asarray(self.classes_, dtype=object)[np.argmax(p.to_numpy(), axis=1)].astype(str)
 
 
 @dataclass

@@ -1,0 +1,1001 @@
+"""Temporal context of a candidate: its light curve and motion from the other epochs.
+
+A single difference image cannot tell a supernova on its rise from a variable
+star at maximum, or an asteroid from a cosmic ray; the epochs around it can.
+This module measures, for each candidate of one epoch, what the other epochs
+of the same field (same band) show at and around its position, and gives
+real ZTF alerts the same numbers from their ``prv_candidates`` history:
+
+* :func:`epoch_context` - forced photometry and S_corr at the candidate's
+  position in the field's other epochs (only earlier ones by default, as an
+  alert stream sees them), and the nearest offset detection for motion
+  (columns :data:`CONTEXT_COLUMNS`); :func:`context_features` does the same on
+  arrays (:class:`EpochImages`);
+* :func:`context_stamps` - the previous epoch's difference and S_corr around
+  each candidate (an extra input channel for a CNN);
+* :func:`alert_context`, :func:`alert_contexts` - the same columns from a ZTF
+  alert's ``prv_candidates``;
+* :func:`kind_table` and :func:`compare_with_context` - the ablation: the kind
+  classifier (:class:`astrid.classic.KindClassifier`) trained with and without
+  the context columns, per-kind recall and transient-type macro-F1 of both.
+
+Fluxes are in microjansky (AB magnitude 23.9), signed: positive where the
+science image is brighter than the reference. What each pattern means:
+variables recur with both signs; supernovae rise, then fade, at one spot;
+moving objects sit at a spot in one epoch only, with a detection nearby in
+another epoch at a distance their rate explains; cosmic rays never recur; hot
+pixels recur at a fixed detector position with a constant flux.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from astrid import detect, metrics
+from astrid.classes import TRANSIENT_KINDS
+from astrid.classic import KindClassifier
+from astrid.manifest import Manifest, read_fits
+
+__all__ = [
+    "CONTEXT_COLUMNS",
+    "ContextComparison",
+    "ContextStamps",
+    "EpochImages",
+    "alert_context",
+    "alert_contexts",
+    "compare_with_context",
+    "context_features",
+    "context_stamps",
+    "epoch_context",
+    "kind_table",
+    "read_epoch",
+]
+
+log = logging.getLogger(__name__)
+
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "n_prior_epochs",
+    "n_prior_detections",
+    "persistence",
+    "n_opposite_sign",
+    "days_since_first_detection",
+    "prev_dt_days",
+    "prev_score",
+    "prev_flux",
+    "flux_rate",
+    "mag_rate",
+    "flux_scatter",
+    "motion_distance",
+    "motion_rate",
+)
+"""Columns of :func:`epoch_context` and :func:`alert_context` (see :func:`context_features`)."""
+
+_AB_MICROJANSKY = 23.9  # AB magnitude of 1 microjansky
+_MAG_PER_SNR = 2.5 / math.log(10.0)  # sigma_mag = 1.0857 / S/N
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+@dataclass
+class EpochImages:
+    """The ZOGY products of one epoch that the context is measured on.
+
+    Attributes
+    ----------
+    mjd : float
+        Mid-exposure MJD of the science image.
+    score : numpy.ndarray
+        S_corr (unit variance), ``(H, W)``.
+    difference : numpy.ndarray
+        D, ``(H, W)``, same grid.
+    psf_difference : numpy.ndarray
+        PSF of D, a centred odd stamp.
+    microjansky_per_flux : float
+        Microjansky per unit PSF flux of D, ``10**(-0.4 (ZP - 23.9)) / F_D``
+        (``nan`` when the zero point or F_D is unknown: fluxes are then ``nan``).
+    mask : numpy.ndarray of bool, optional
+        Unusable pixels (``diff_mask``); nothing is measured there.
+    name : str
+        Label for messages (the sample id).
+    """
+
+    mjd: float
+    score: np.ndarray
+    difference: np.ndarray
+    psf_difference: np.ndarray
+    microjansky_per_flux: float = math.nan
+    mask: np.ndarray | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.score = _plane(self.score, f"{self.name or 'epoch'} score")
+        self.difference = _plane(self.difference, f"{self.name or 'epoch'} difference")
+        if self.difference.shape != self.score.shape:
+            msg = (f"{self.name or 'epoch'}: difference {self.difference.shape} and score "
+                   f"{self.score.shape} differ")
+            raise ValueError(msg)
+        psf = np.asarray(self.psf_difference, dtype=float)
+        if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0 or not psf.sum() > 0:
+            msg = f"{self.name or 'epoch'}: psf_difference must be a centred odd stamp with a positive sum"
+            raise ValueError(msg)
+        self.psf_difference = psf / psf.sum()
+        if not math.isfinite(self.mjd):
+            msg = f"{self.name or 'epoch'}: mjd must be finite, got {self.mjd!r}"
+            raise ValueError(msg)
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask).astype(bool)
+            if self.mask.shape != self.score.shape:
+                msg = f"{self.name or 'epoch'}: mask {self.mask.shape} differs from score {self.score.shape}"
+                raise ValueError(msg)
+
+
+def _plane(values: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 2 or arr.size == 0:
+        msg = f"{name} must be a non-empty 2-D image, got shape {arr.shape}"
+        raise ValueError(msg)
+    return arr
+
+
+def read_epoch(manifest: Manifest, sample: Mapping[str, Any]) -> EpochImages:
+    """Read one sample's ZOGY products into :class:`EpochImages`.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        A dataset with the differencing products.
+    sample : dict
+        One entry with ``mjd``, ``difference``, ``score`` and ``psf_difference``
+        (``diff_mask`` optional); D's header gives ``ZP`` and ``FD``.
+
+    Returns
+    -------
+    EpochImages
+
+    Raises
+    ------
+    ValueError
+        When the sample has no ``mjd`` (``KeyError`` from the manifest when a
+        product is missing).
+    """
+    if sample.get("mjd") is None:
+        msg = f"sample {sample.get('id')!r} has no 'mjd'; the temporal context needs observation times"
+        raise ValueError(msg)
+    difference, header = read_fits(manifest.file(sample, "difference"), dtype=np.float64)
+    zero_point, flux_scale = header.get("ZP"), header.get("FD")
+    scale = (10.0 ** (-0.4 * (float(zero_point) - _AB_MICROJANSKY)) / float(flux_scale)
+             if zero_point is not None and flux_scale else math.nan)
+    return EpochImages(
+        mjd=float(sample["mjd"]),
+        score=manifest.read(sample, "score", dtype=np.float64),
+        difference=difference,
+        psf_difference=manifest.read(sample, "psf_difference", dtype=np.float64),
+        microjansky_per_flux=scale,
+        mask=manifest.read(sample, "diff_mask").astype(bool) if "diff_mask" in sample else None,
+        name=str(sample.get("id", "")),
+    )
+
+
+def _field_epochs(manifest: Manifest, sample: Mapping[str, Any], *, causal: bool) -> list[dict[str, Any]]:
+    """Return the other samples of ``sample``'s field and band in time order (earlier ones when causal)."""
+    for key in ("field", "mjd"):
+        if sample.get(key) is None:
+            msg = f"sample {sample.get('id')!r} has no {key!r}; the temporal context needs it"
+            raise ValueError(msg)
+    others = [
+        s for s in manifest.samples
+        if s.get("field") == sample["field"] and s.get("band") == sample.get("band")
+        and s.get("id") != sample.get("id") and s.get("mjd") is not None
+        and (not causal or float(s["mjd"]) < float(sample["mjd"]))
+    ]
+    return sorted(others, key=lambda s: float(s["mjd"]))
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def _positions(candidates: pd.DataFrame | ArrayLike) -> tuple[np.ndarray, pd.Index]:
+    if isinstance(candidates, pd.DataFrame):
+        missing = [c for c in ("x", "y") if c not in candidates.columns]
+        if missing:
+            msg = f"candidates lacks columns {missing}"
+            raise ValueError(msg)
+        xy, index = candidates[["x", "y"]].to_numpy(dtype=float), candidates.index
+    else:
+        xy = np.asarray(candidates, dtype=float)
+        xy = xy.reshape(-1, 2) if xy.size else np.zeros((0, 2))
+        index = pd.RangeIndex(len(xy))
+    if not np.all(np.isfinite(xy)):
+        msg = "candidates contains NaN or infinite positions"
+        raise ValueError(msg)
+    return xy, index
+
+
+def _windows(image: np.ndarray, pixels: np.ndarray, half: int) -> np.ndarray:
+    """Cut ``(N, 2 half + 1, 2 half + 1)`` windows centred on integer ``pixels`` (x, y), NaN outside."""
+    offsets = np.arange(-half, half + 1)
+    rows, cols = np.broadcast_arrays(pixels[:, 1, None, None] + offsets[None, :, None],
+                                     pixels[:, 0, None, None] + offsets[None, None, :])
+    inside = (rows >= 0) & (rows < image.shape[0]) & (cols >= 0) & (cols < image.shape[1])
+    out = np.full(rows.shape, np.nan)
+    out[inside] = image[rows[inside], cols[inside]]
+    return out
+
+
+@dataclass
+class _Spot:
+    """What one epoch shows at each candidate position."""
+
+    score: np.ndarray  # signed S_corr of largest modulus within the match radius (nan: not measurable)
+    flux: np.ndarray  # forced PSF flux of D, microjansky
+
+
+def _measure(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> _Spot:
+    """Signed peak S_corr within ``match_radius`` and forced PSF-fit flux of D at each position."""
+    n = len(xy)
+    if n == 0:
+        return _Spot(np.zeros(0), np.zeros(0))
+    pixels = np.floor(xy + 0.5).astype(int)
+    score = epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
+    r = max(1, math.ceil(match_radius))
+    win = _windows(score, pixels, r)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    win[:, np.hypot(xx, yy) > max(match_radius, 1.0)] = np.nan
+    flat = win.reshape(n, -1)
+    valid = np.isfinite(flat).any(axis=1)
+    centre = win[:, r, r]
+    pick = np.argmax(np.where(np.isfinite(flat), np.abs(flat), -1.0), axis=1)
+    signed = np.where(valid & np.isfinite(centre), flat[np.arange(n), pick], np.nan)
+    # forced photometry: least-squares flux of the unit-sum PSF of D centred on the pixel
+    psf = epoch.psf_difference
+    half_y, half_x = psf.shape[0] // 2, psf.shape[1] // 2
+    half = max(half_y, half_x)
+    kernel = np.pad(psf, ((half - half_y, half - half_y), (half - half_x, half - half_x)))
+    difference = epoch.difference if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.difference)
+    d = _windows(difference, pixels, half)
+    good = np.isfinite(d)
+    p = np.where(good, kernel[None], 0.0)
+    sumsq = np.sum(p * p, axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flux = np.where(sumsq > 0.5 * np.sum(kernel**2), np.sum(np.where(good, d, 0.0) * p, axis=(1, 2))
+                        / sumsq, np.nan)
+    return _Spot(signed, flux * epoch.microjansky_per_flux)
+
+
+def _point_sources(epoch: EpochImages, threshold: float) -> pd.DataFrame:
+    """Return the S_corr peaks beyond ``threshold`` that pass the baseline's shape cuts.
+
+    :func:`astrid.detect.candidates_from_score` on D: the sharpness cut drops
+    cosmic rays and hot pixels, which would otherwise pose as a moving object's
+    other self.
+    """
+    peaks = detect.candidates_from_score(epoch.score, difference=epoch.difference, mask=epoch.mask,
+                                         threshold=threshold, psf=epoch.psf_difference)
+    return peaks.loc[peaks["passes_cuts"], ["x", "y", "sign"]]
+
+
+def context_features(
+    candidates: pd.DataFrame | ArrayLike,
+    current: EpochImages,
+    others: Sequence[EpochImages],
+    *,
+    threshold: float = 5.0,
+    match_radius: float = 2.0,
+    motion_radius: float = 100.0,
+    motion_days: float = 0.5,
+    motion_flux_ratio: float = 3.0,
+    pixel_scale: float = 1.0,
+) -> pd.DataFrame:
+    """Light-curve and motion features of candidates from the other epochs of their field.
+
+    Each other epoch is measured at every candidate position (the images share
+    the reference grid): the S_corr of largest modulus within ``match_radius``
+    (a *detection* where it reaches ``threshold``) and the forced PSF-fit flux of
+    D. An epoch whose pixels there are masked or off the image does not count
+    for that candidate. The candidate's own sign and flux come from
+    ``current`` the same way.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame or array_like
+        A table with ``x``, ``y`` columns (pixels), or an ``(N, 2)`` array.
+    current : EpochImages
+        The epoch the candidates were found in.
+    others : sequence of EpochImages
+        The other epochs to look at (earlier ones only for a causal context).
+    threshold : float
+        Detection threshold in S_corr sigma.
+    match_radius : float
+        Pixels within which a detection is "at the same position".
+    motion_radius : float
+        Largest distance, in arcsec, searched for the moving-object partner.
+    motion_days : float
+        Largest time between the two epochs of a moving-object pair, in days
+        (0.5: the same night, as asteroid tracklets are found).
+    motion_flux_ratio : float
+        Largest ratio between the partner's and the candidate's ``|flux|``.
+    pixel_scale : float
+        Arcsec per pixel.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index as ``candidates``, float columns :data:`CONTEXT_COLUMNS`:
+
+        ``n_prior_epochs``, ``n_prior_detections``
+            other epochs measurable at the position, and those with a detection;
+        ``persistence``
+            their ratio (``nan`` without another epoch);
+        ``n_opposite_sign``
+            detections of the opposite sign to the candidate (variables);
+        ``days_since_first_detection``
+            from the first detection there (``nan`` when none) to now;
+        ``prev_dt_days``, ``prev_score``, ``prev_flux``
+            time now minus time of the nearest other epoch in time (the
+            previous one when causal; negative for a later one), in days, and
+            the signed S_corr and forced flux (microjansky) there;
+        ``flux_rate``
+            ``(flux now - prev_flux) / (time now - time there)``, microjansky per day;
+        ``mag_rate``
+            magnitude change per day (negative = brightening), only when both
+            epochs detect it with the same sign;
+        ``flux_scatter``
+            standard deviation over mean of ``|flux|`` over the detections at
+            the position, this epoch's included (about 0 for a hot pixel);
+        ``motion_distance``, ``motion_rate``
+            arcsec to, and arcsec per hour implied by, the point-like detection
+            (passing the shape cuts of
+            :func:`astrid.detect.candidates_from_score`) of the candidate's
+            sign and most similar flux (within
+            ``motion_flux_ratio``) in another epoch at most ``motion_days``
+            away, that lies beyond ``match_radius`` and within
+            ``motion_radius``, is gone from this epoch, and whose epoch shows
+            nothing at the candidate's position (a moving object's other
+            self); ``nan`` when there is none.
+
+    Raises
+    ------
+    ValueError
+        On bad positions or options, or epochs on another grid.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:32, :32]
+    >>> psf = np.exp(-((np.mgrid[:7, :7] - 3.0) ** 2).sum(0) / 4.5)
+    >>> blob = lambda a: a * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / 4.5)
+    >>> ep = [EpochImages(mjd=float(t), score=blob(a) / 2, difference=blob(a), psf_difference=psf,
+    ...                   microjansky_per_flux=1.0) for t, a in enumerate([20.0, 40.0, 60.0])]
+    >>> f = context_features([[16, 16]], ep[2], ep[:2])
+    >>> f[["n_prior_detections", "days_since_first_detection", "flux_rate"]].round(1).to_dict("records")
+    [{'n_prior_detections': 2.0, 'days_since_first_detection': 2.0, 'flux_rate': 273.0}]
+    """
+    xy, index = _positions(candidates)
+    for name, value in (("threshold", threshold), ("match_radius", match_radius),
+                        ("motion_radius", motion_radius), ("motion_days", motion_days),
+                        ("motion_flux_ratio", motion_flux_ratio), ("pixel_scale", pixel_scale)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            msg = f"{name} must be a positive number, got {value!r}"
+            raise ValueError(msg)
+    if not isinstance(current, EpochImages) or not all(isinstance(e, EpochImages) for e in others):
+        msg = "current and others must be EpochImages"
+        raise ValueError(msg)
+    for epoch in others:
+        if epoch.score.shape != current.score.shape:
+            msg = f"epoch {epoch.name!r} has shape {epoch.score.shape}, expected {current.score.shape}"
+            raise ValueError(msg)
+    n = len(xy)
+    now = _measure(current, xy, match_radius)
+    sign = np.where(now.score < 0, -1.0, 1.0)
+    flux_now = now.flux
+    spots = [_measure(e, xy, match_radius) for e in others]
+    times = np.array([e.mjd for e in others], dtype=float)
+
+    scores = np.array([s.score for s in spots]).reshape(len(others), n)
+    fluxes = np.array([s.flux for s in spots]).reshape(len(others), n)
+    measurable = np.isfinite(scores)
+    detected = measurable & (np.abs(scores) >= threshold)
+    n_epochs = measurable.sum(axis=0).astype(float)
+    n_det = detected.sum(axis=0).astype(float)
+    out = pd.DataFrame(index=index, columns=list(CONTEXT_COLUMNS), dtype=float)
+    out["n_prior_epochs"] = n_epochs
+    out["n_prior_detections"] = n_det
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["persistence"] = np.where(n_epochs > 0, n_det / n_epochs, np.nan)
+    out["n_opposite_sign"] = (detected & (np.sign(scores) == -sign[None, :])).sum(axis=0).astype(float)
+    first = np.where(detected, times[:, None], np.inf).min(axis=0) if len(others) else np.full(n, np.inf)
+    out["days_since_first_detection"] = np.where(np.isfinite(first), current.mjd - first, np.nan)
+
+    prev_dt, prev_score, prev_flux = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    gap = np.where(measurable, np.abs(current.mjd - times)[:, None], np.inf)
+    has = measurable.any(axis=0)
+    nearest = np.argmin(gap, axis=0) if len(others) else np.zeros(n, int)
+    cols = np.flatnonzero(has)
+    rows = nearest[cols]
+    prev_dt[cols] = current.mjd - times[rows]
+    prev_score[cols] = scores[rows, cols]
+    prev_flux[cols] = fluxes[rows, cols]
+    out["prev_dt_days"], out["prev_score"], out["prev_flux"] = prev_dt, prev_score, prev_flux
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["flux_rate"] = np.where(prev_dt != 0, (flux_now - prev_flux) / prev_dt, np.nan)
+        both = ((np.abs(prev_score) >= threshold) & (np.sign(prev_score) == sign)
+                & (np.abs(now.score) >= threshold))
+        ratio = np.abs(flux_now) / np.abs(prev_flux)
+        out["mag_rate"] = np.where(both & (ratio > 0) & np.isfinite(ratio) & (prev_dt != 0),
+                                   -2.5 * np.log10(np.where(ratio > 0, ratio, 1.0)) / prev_dt, np.nan)
+        seen = np.vstack([detected, np.abs(now.score)[None] >= threshold])
+        seen &= np.isfinite(np.vstack([fluxes, flux_now[None]]))
+        magnitude = np.where(seen, np.abs(np.vstack([fluxes, flux_now[None]])), 0.0)
+        count = seen.sum(axis=0)
+        mean = magnitude.sum(axis=0) / count
+        spread = np.sqrt(np.maximum((magnitude**2).sum(axis=0) / count - mean**2, 0.0))
+        out["flux_scatter"] = np.where((count >= 2) & (mean > 0), spread / mean, np.nan)
+
+    distance, hours = _motion(xy, sign, flux_now, current, others, scores, threshold=threshold,
+                              match_radius=match_radius, max_pixels=motion_radius / pixel_scale,
+                              max_days=motion_days, max_ratio=motion_flux_ratio)
+    out["motion_distance"] = distance * pixel_scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["motion_rate"] = distance * pixel_scale / hours
+    return out
+
+
+def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochImages,
+            others: Sequence[EpochImages], scores: np.ndarray, *, threshold: float, match_radius: float,
+            max_pixels: float, max_days: float, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel distance to each candidate's moving-object partner, and the hours between the two epochs.
+
+    Of the eligible detections the one of most similar flux is the partner
+    (the nearest one when fluxes cannot be compared): nearer ones are more
+    often an unrelated cosmic ray or hot pixel of the other epoch.
+    """
+    n = len(xy)
+    best, hours, cost = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
+    for k, epoch in enumerate(others):
+        # the candidate's spot is empty in that epoch ...
+        empty = np.isfinite(scores[k]) & (np.abs(scores[k]) < threshold)
+        if not empty.any() or not 0 < abs(current.mjd - epoch.mjd) <= max_days:
+            continue
+        peaks = _point_sources(epoch, threshold)
+        if peaks.empty:
+            continue
+        pxy = peaks[["x", "y"]].to_numpy(float)
+        # ... and the partner's spot is empty now
+        gone = np.abs(np.nan_to_num(_measure(current, pxy, match_radius).score)) < threshold
+        pxy, psign = pxy[gone], peaks["sign"].to_numpy(float)[gone]
+        if not len(pxy):
+            continue
+        pflux = _measure(epoch, pxy, match_radius).flux
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.abs(pflux[None, :]) / np.abs(flux[:, None])
+            mismatch = np.abs(np.log(ratio))
+        dist = np.hypot(xy[:, None, 0] - pxy[None, :, 0], xy[:, None, 1] - pxy[None, :, 1])
+        if not np.isfinite(current.microjansky_per_flux):  # no flux scale: nothing to compare
+            mismatch = dist
+        ok = ((dist > match_radius) & (dist <= max_pixels) & (psign[None, :] == sign[:, None])
+              & empty[:, None] & (mismatch <= math.log(max_ratio)))
+        mismatch = np.where(ok, mismatch, np.inf)
+        pick = np.argmin(mismatch, axis=1)
+        lowest = mismatch[np.arange(n), pick]
+        better = lowest < cost
+        cost[better] = lowest[better]
+        best[better] = dist[np.arange(n), pick][better]
+        hours[better] = abs(current.mjd - epoch.mjd) * 24.0
+    return best, hours
+
+
+# --------------------------------------------------------------------------- manifest entry points
+
+
+def _pixel_scale(sample: Mapping[str, Any], pixel_scale: float | None) -> float:
+    if pixel_scale is not None:
+        return pixel_scale
+    from astrid.surveys import get_survey
+
+    return get_survey(sample.get("survey", "ztf")).pixel_scale
+
+
+def epoch_context(
+    manifest: Manifest,
+    sample: Mapping[str, Any],
+    candidates: pd.DataFrame | ArrayLike,
+    *,
+    causal: bool = True,
+    threshold: float = 5.0,
+    match_radius: float = 2.0,
+    motion_radius: float = 100.0,
+    motion_days: float = 0.5,
+    motion_flux_ratio: float = 3.0,
+    pixel_scale: float | None = None,
+) -> pd.DataFrame:
+    """Temporal context of one epoch's candidates from the other epochs of the same field.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        A multi-epoch dataset with the differencing products (every sample of
+        the field needs ``field``, ``mjd``, ``score``, ``difference`` and
+        ``psf_difference``).
+    sample : dict
+        The epoch the candidates come from.
+    candidates : pandas.DataFrame or array_like
+        Table with ``x``, ``y`` (pixels) or an ``(N, 2)`` array.
+    causal : bool
+        Look only at earlier epochs (what an alert stream knows); ``False``
+        uses every other epoch of the field, later ones too (offline studies).
+    threshold, match_radius, motion_radius, motion_days, motion_flux_ratio : float
+        As in :func:`context_features` (S_corr sigma, pixels, arcsec, days, ratio).
+    pixel_scale : float, optional
+        Arcsec per pixel; default the sample's survey preset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`CONTEXT_COLUMNS`, index of ``candidates``; rows without
+        another epoch hold 0 epochs and NaN elsewhere.
+
+    Raises
+    ------
+    ValueError
+        On a sample without ``field`` or ``mjd``, bad positions or options.
+    KeyError
+        When a needed product is missing.
+    """
+    if not isinstance(causal, bool):
+        msg = f"causal must be True or False, got {causal!r}"
+        raise ValueError(msg)
+    others = [read_epoch(manifest, s) for s in _field_epochs(manifest, sample, causal=causal)]
+    return context_features(candidates, read_epoch(manifest, sample), others, threshold=threshold,
+                            match_radius=match_radius, motion_radius=motion_radius,
+                            motion_days=motion_days, motion_flux_ratio=motion_flux_ratio,
+                            pixel_scale=_pixel_scale(sample, pixel_scale))
+
+
+@dataclass
+class ContextStamps:
+    """Cutouts of the previous epoch around each candidate (:func:`context_stamps`).
+
+    Attributes
+    ----------
+    difference, score : numpy.ndarray
+        ``(N, size, size)`` D and S_corr of the previous epoch, NaN outside the
+        image and everywhere when there is no previous epoch.
+    dt_days : float
+        Days from the previous epoch to this one (``nan`` without one).
+    previous : str
+        Sample id of the previous epoch (``""`` without one).
+    """
+
+    difference: np.ndarray
+    score: np.ndarray
+    dt_days: float
+    previous: str
+
+
+def context_stamps(
+    manifest: Manifest,
+    sample: Mapping[str, Any],
+    candidates: pd.DataFrame | ArrayLike,
+    *,
+    size: int = 31,
+) -> ContextStamps:
+    """Return the previous epoch's difference and S_corr cutouts centred on each candidate.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        A multi-epoch dataset with the differencing products.
+    sample : dict
+        The candidates' epoch.
+    candidates : pandas.DataFrame or array_like
+        Table with ``x``, ``y`` or an ``(N, 2)`` array.
+    size : int
+        Odd stamp side in pixels.
+
+    Returns
+    -------
+    ContextStamps
+
+    Raises
+    ------
+    ValueError
+        On bad positions, a bad ``size`` or a sample without ``field``/``mjd``.
+    """
+    xy, _ = _positions(candidates)
+    if int(size) != size or size < 1 or size % 2 == 0:
+        msg = f"size must be a positive odd integer, got {size!r}"
+        raise ValueError(msg)
+    earlier = _field_epochs(manifest, sample, causal=True)
+    if not earlier:
+        empty = np.full((len(xy), int(size), int(size)), np.nan)
+        return ContextStamps(empty, empty.copy(), math.nan, "")
+    previous = earlier[-1]
+    d = manifest.read(previous, "difference", dtype=np.float64)
+    s = manifest.read(previous, "score", dtype=np.float64)
+    stamps = detect.cutout_triplets(d, s, s, xy, size=int(size))  # third plane unused
+    return ContextStamps(stamps[:, 0], stamps[:, 1], float(sample["mjd"]) - float(previous["mjd"]),
+                         str(previous.get("id", "")))
+
+
+# --------------------------------------------------------------------------- real alerts
+
+
+def _signed_flux(entry: Mapping[str, Any]) -> tuple[float, float]:
+    """Signed difference flux (microjansky) and S/N of one alert detection, (nan, nan) if none."""
+    from astrid.alerts import _to_python
+
+    mag, sigma = _to_python(entry.get("magpsf")), _to_python(entry.get("sigmapsf"))
+    if mag is None:
+        return math.nan, math.nan
+    positive = str(_to_python(entry.get("isdiffpos"))).strip().lower() in {"t", "1", "true"}
+    sign = 1.0 if positive else -1.0
+    snr = _MAG_PER_SNR / float(sigma) if sigma else math.nan
+    return sign * 10.0 ** (-0.4 * (float(mag) - _AB_MICROJANSKY)), sign * snr
+
+
+def _arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle distance in arcsec (haversine) between two positions in degrees."""
+    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
+
+
+def alert_context(record: Mapping[str, Any]) -> pd.Series:
+    """Return the :data:`CONTEXT_COLUMNS` of one ZTF alert from its ``prv_candidates``.
+
+    Only history strictly before the alert's ``jd`` is used. Entries with a
+    ``magpsf`` are detections (signed by ``isdiffpos``); the others are upper
+    limits (``diffmaglim``), counted as epochs without a detection whose
+    forced flux is taken as 0. The "previous epoch" is the latest earlier
+    entry in the alert's filter (``fid``), so colour does not enter the rates.
+    ZTF gathers detections within 1.5 arcsec under one ``objectId``, so
+    ``motion_distance``/``motion_rate`` here come from the offset to the latest
+    earlier detection of the same object (about 0 for a static source); a
+    moving object usually has no history at all, and ``ss_distance`` (extra
+    column: ``ssdistnr``, arcsec to the nearest known solar-system body, NaN
+    when none) names the known ones.
+
+    Parameters
+    ----------
+    record : mapping
+        One alert as read from Avro or Parquet (``candidate`` struct or
+        flattened ``candidate.*`` columns, ``prv_candidates`` list or None).
+
+    Returns
+    -------
+    pandas.Series
+        :data:`CONTEXT_COLUMNS` plus ``ss_distance``, named by the ``candid``.
+
+    Raises
+    ------
+    ValueError
+        When the record has no candidate ``jd``/``magpsf`` or ``prv_candidates``
+        is not a list of mappings.
+
+    Examples
+    --------
+    >>> rec = {"candid": 3, "candidate": {"jd": 10.0, "fid": 1, "magpsf": 18.0, "sigmapsf": 0.1,
+    ...        "isdiffpos": "t", "ra": 1.0, "dec": 2.0, "ssdistnr": -999.0},
+    ...        "prv_candidates": [{"jd": 8.0, "fid": 1, "magpsf": 19.0, "sigmapsf": 0.1,
+    ...                            "isdiffpos": "t", "ra": 1.0, "dec": 2.0, "candid": 2}]}
+    >>> c = alert_context(rec)
+    >>> int(c.n_prior_detections), float(c.days_since_first_detection), float(c.mag_rate)
+    (1, 2.0, -0.5)
+    """
+    from astrid.alerts import _candidate_of, _to_python
+
+    if not isinstance(record, Mapping):
+        msg = f"record must be a mapping (one alert), got {type(record).__name__}"
+        raise ValueError(msg)
+    cand = _candidate_of(record)
+    jd = _to_python(cand.get("jd"))
+    if jd is None or _to_python(cand.get("magpsf")) is None:
+        msg = f"alert {record.get('candid')!r} has no candidate jd/magpsf"
+        raise ValueError(msg)
+    jd = float(jd)
+    history = record.get("prv_candidates")
+    history = [] if history is None else history
+    if isinstance(history, str | bytes) or not isinstance(history, Iterable):
+        msg = "prv_candidates must be a list of mappings"
+        raise ValueError(msg)
+    history = list(history)
+    if not all(isinstance(p, Mapping) for p in history):
+        msg = "prv_candidates must be a list of mappings"
+        raise ValueError(msg)
+    earlier = sorted((p for p in history if _to_python(p.get("jd")) is not None and float(p["jd"]) < jd),
+                     key=lambda p: float(p["jd"]))
+    flux_now, _ = _signed_flux(cand)
+    sign = math.copysign(1.0, flux_now)
+    det = [(p, *_signed_flux(p)) for p in earlier if _to_python(p.get("magpsf")) is not None]
+    out = dict.fromkeys(CONTEXT_COLUMNS, math.nan)
+    out["n_prior_epochs"] = float(len(earlier))
+    out["n_prior_detections"] = float(len(det))
+    out["persistence"] = len(det) / len(earlier) if earlier else math.nan
+    out["n_opposite_sign"] = float(sum(1 for _, f, _ in det if math.copysign(1.0, f) != sign))
+    if det:
+        out["days_since_first_detection"] = jd - float(det[0][0]["jd"])
+    fid = _to_python(cand.get("fid"))
+    same = [p for p in earlier if _to_python(p.get("fid")) == fid]
+    if same:
+        prev = same[-1]
+        dt = jd - float(prev["jd"])
+        flux, snr = _signed_flux(prev)
+        detected = math.isfinite(flux)
+        out["prev_dt_days"] = dt
+        out["prev_score"] = snr if detected else 0.0
+        out["prev_flux"] = flux if detected else 0.0
+        out["flux_rate"] = (flux_now - out["prev_flux"]) / dt if dt > 0 else math.nan
+        if detected and math.copysign(1.0, flux) == sign and dt > 0:
+            out["mag_rate"] = (float(cand["magpsf"]) - float(prev["magpsf"])) / dt
+    magnitudes = np.abs([f for _, f, _ in det] + [flux_now])
+    if magnitudes.size >= 2:
+        out["flux_scatter"] = float(np.std(magnitudes) / np.mean(magnitudes))
+    positions = [p for p, _, _ in det
+                 if _to_python(p.get("ra")) is not None and _to_python(p.get("dec")) is not None]
+    if positions and cand.get("ra") is not None and cand.get("dec") is not None:
+        last = positions[-1]
+        distance = _arcsec(float(last["ra"]), float(last["dec"]), float(cand["ra"]), float(cand["dec"]))
+        out["motion_distance"] = distance
+        hours = (jd - float(last["jd"])) * 24.0
+        out["motion_rate"] = distance / hours if hours > 0 else math.nan
+    ss = _to_python(cand.get("ssdistnr"))
+    out["ss_distance"] = float(ss) if ss is not None and float(ss) >= 0 else math.nan
+    return pd.Series(out, name=_to_python(record.get("candid", cand.get("candid"))), dtype=float)
+
+
+def alert_contexts(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Read alert files and return :func:`alert_context` of every decodable alert.
+
+    Parameters
+    ----------
+    paths : path-like or iterable of path-like
+        Avro/Parquet alert files or folders (as :func:`astrid.alerts.read_alerts`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per alert, index ``candid``, columns ``objectId``,
+        :data:`CONTEXT_COLUMNS` and ``ss_distance``; alerts without a
+        candidate ``jd``/``magpsf`` and unreadable files are left out (logged).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`astrid.alerts.read_alerts` for missing paths.
+    """
+    from astrid.alerts import _expand, _records_reader
+
+    rows = []
+    for path in _expand(paths):
+        reader = _records_reader(path)
+        if reader is None:
+            log.warning("%s is neither Avro nor Parquet; skipped", path)
+            continue
+        try:
+            for record in reader(path):
+                try:
+                    row = alert_context(record)
+                except ValueError as err:
+                    log.info("%s: %s", path, err)
+                    continue
+                row = pd.concat([pd.Series({"objectId": record.get("objectId")}), row]).rename(row.name)
+                rows.append(row)
+        except Exception as err:  # noqa: BLE001 - damaged files fail in fastavro/pyarrow with many types
+            log.warning("%s: stopped reading: %s: %s", path, type(err).__name__, err)
+    frame = pd.DataFrame(rows)
+    frame.index.name = "candid"
+    return frame[~frame.index.duplicated()] if len(frame) else frame
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def kind_table(
+    manifest: Manifest,
+    images: Sequence[Any],
+    *,
+    method: str = "baseline",
+    causal: bool = True,
+    **context_options: Any,
+) -> pd.DataFrame:
+    """Candidates of the study with their true kind, hand features and temporal context.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The multi-epoch dataset the images come from.
+    images : sequence of astrid.evaluate.ImageCandidates
+        Output of :func:`astrid.evaluate.collect_candidates`.
+    method : {"baseline", "unet"}
+        Which detector's candidates to use.
+    causal : bool
+        See :func:`epoch_context`.
+    **context_options
+        Options of :func:`epoch_context` (``threshold``, ``motion_radius``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per candidate matched as the study matches them
+        (:mod:`astrid.metrics`): ``sample``, ``field``, ``epoch``, ``x``,
+        ``y``, ``kind`` (true kind; ``background`` when it matches nothing),
+        ``object_id`` (truth object, ``""`` when none), the columns of
+        :data:`astrid.detect.FEATURE_COLUMNS` and :data:`CONTEXT_COLUMNS`.
+        Candidates on ambiguous (faint) or unusable truth are left out, as in
+        the study's training table.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``method``.
+    """
+    from astrid.evaluate import _match  # the study's own matching; imported here to keep the layers apart
+
+    if method not in ("baseline", "unet"):
+        msg = f"method must be 'baseline' or 'unet', got {method!r}"
+        raise ValueError(msg)
+    frames = []
+    for image in images:
+        cands = image.baseline if method == "baseline" else image.unet
+        if cands.empty:
+            continue
+        table = _match(image, method, "peak_score" if method == "baseline" else "score")
+        matched = table.truth_index >= 0
+        ignored = np.zeros(len(cands), bool)
+        ignored[matched] = table.truth_ignore[table.truth_index[matched]]
+        kinds = np.full(len(cands), "background", dtype=object)
+        kinds[matched] = table.truth_kind[table.truth_index[matched]]
+        objects = np.full(len(cands), "", dtype=object)
+        if "object_id" in image.truth:
+            objects[matched] = image.truth["object_id"].to_numpy(str)[table.truth_index[matched]]
+        context = epoch_context(manifest, image.sample, cands, causal=causal, **context_options)
+        frame = pd.concat([
+            pd.DataFrame({"sample": image.sample.get("id"), "field": image.sample.get("field"),
+                          "epoch": image.sample.get("epoch"), "x": cands["x"].to_numpy(float),
+                          "y": cands["y"].to_numpy(float), "kind": kinds, "object_id": objects}),
+            cands[list(detect.FEATURE_COLUMNS)].reset_index(drop=True),
+            context.reset_index(drop=True),
+        ], axis=1)
+        frames.append(frame[~ignored])
+    if not frames:
+        msg = "no candidates in images"
+        raise ValueError(msg)
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class ContextComparison:
+    """The kind classifier with and without the context columns (:func:`compare_with_context`).
+
+    Attributes
+    ----------
+    summary : pandas.DataFrame
+        Rows ``type_macro_f1`` (over all test candidates, transient kinds
+        averaged: an artifact typed as a supernova is a false supernova),
+        ``type_macro_f1_transients`` (over true transients only, as the
+        study's ``type_macro_f1``), then ``recall/<kind>`` (share of the
+        candidates of each true kind typed as that kind); columns ``without``,
+        ``with``, ``difference`` (with minus without) and ``n`` (test
+        candidates behind each row).
+    predictions : pandas.DataFrame
+        Test rows: ``kind``, ``without``, ``with`` (predicted kinds).
+    classifiers : dict
+        ``{"without": KindClassifier, "with": KindClassifier}``.
+    """
+
+    summary: pd.DataFrame
+    predictions: pd.DataFrame
+    classifiers: dict[str, KindClassifier] = field(default_factory=dict)
+
+
+def _kind_scores(true: np.ndarray, pred: np.ndarray, kinds: Sequence[str]) -> dict[str, float]:
+    transient = np.isin(true, list(TRANSIENT_KINDS))
+    out = {
+        "type_macro_f1": metrics.macro_f1(true, pred, TRANSIENT_KINDS),
+        "type_macro_f1_transients": (metrics.macro_f1(true[transient], pred[transient], TRANSIENT_KINDS)
+                                     if transient.any() else math.nan),
+    }
+    for kind in kinds:
+        sel = true == kind
+        out[f"recall/{kind}"] = float(np.mean(pred[sel] == kind)) if sel.any() else math.nan
+    return out
+
+
+def compare_with_context(
+    train_table: pd.DataFrame,
+    test_table: pd.DataFrame,
+    *,
+    base_columns: Sequence[str] = detect.FEATURE_COLUMNS,
+    context_columns: Sequence[str] = CONTEXT_COLUMNS,
+    kind_column: str = "kind",
+    seed: int = 0,
+    n_threads: int | None = 1,
+) -> ContextComparison:
+    """Train the kind classifier without and with the context columns; score both on the test table.
+
+    Any extra feature columns can stand in for the context (e.g. colour
+    features): the comparison is ``base_columns`` against ``base_columns +
+    context_columns``. NaN context values (no history) are allowed.
+
+    Parameters
+    ----------
+    train_table, test_table : pandas.DataFrame
+        Candidate tables (e.g. :func:`kind_table` of the train and test
+        splits) with ``base_columns``, ``context_columns`` and ``kind_column``.
+    base_columns : sequence of str
+        Features of the model without context.
+    context_columns : sequence of str
+        Features added for the model with context.
+    kind_column : str
+        Column with the true kind.
+    seed : int
+        Classifier seed.
+    n_threads : int, optional
+        Thread limit while fitting.
+
+    Returns
+    -------
+    ContextComparison
+
+    Raises
+    ------
+    ValueError
+        On missing columns, empty tables, infinite features, fewer than two
+        training kinds, or overlapping column sets.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> def table(n):
+    ...     kind = rng.choice(["supernova", "variable"], n)
+    ...     return pd.DataFrame({"kind": kind, "peak_score": rng.normal(8, 1, n),
+    ...                          "n_opposite_sign": np.where(kind == "variable", 2.0, 0.0)})
+    >>> c = compare_with_context(table(200), table(100), base_columns=["peak_score"],
+    ...                          context_columns=["n_opposite_sign"])
+    >>> float(c.summary.loc["type_macro_f1", "with"]) > float(c.summary.loc["type_macro_f1", "without"])
+    True
+    """
+    base, extra = list(base_columns), list(context_columns)
+    if not base or not extra:
+        msg = "base_columns and context_columns must both be non-empty"
+        raise ValueError(msg)
+    overlap = sorted(set(base) & set(extra))
+    if overlap:
+        msg = f"columns {overlap} are in both base_columns and context_columns"
+        raise ValueError(msg)
+    for name, table in (("train_table", train_table), ("test_table", test_table)):
+        if not isinstance(table, pd.DataFrame) or table.empty:
+            msg = f"{name} must be a non-empty DataFrame"
+            raise ValueError(msg)
+        missing = [c for c in (*base, *extra, kind_column) if c not in table.columns]
+        if missing:
+            msg = f"{name} lacks columns {missing}"
+            raise ValueError(msg)
+    y_train = train_table[kind_column].to_numpy(str)
+    y_test = test_table[kind_column].to_numpy(str)
+    classifiers, predictions, scores = {}, {}, {}
+    for name, columns in (("without", base), ("with", base + extra)):
+        clf = KindClassifier(features=tuple(columns), seed=seed, n_threads=n_threads)
+        classifiers[name] = clf.fit(train_table, y_train)
+        predictions[name] = clf.predict(test_table)
+        scores[name] = _kind_scores(y_test, predictions[name], sorted(set(y_test)))
+    summary = pd.DataFrame(scores)
+    summary["difference"] = summary["with"] - summary["without"]
+    counts = {"type_macro_f1": len(y_test),
+              "type_macro_f1_transients": int(np.isin(y_test, list(TRANSIENT_KINDS)).sum())}
+    summary["n"] = [counts.get(r, int(np.sum(y_test == r.split("/", 1)[-1]))) for r in summary.index]
+    return ContextComparison(
+        summary=summary,
+        predictions=pd.DataFrame({"kind": y_test, "without": predictions["without"],
+                                  "with": predictions["with"]}, index=test_table.index),
+        classifiers=classifiers,
+    )
