@@ -810,3 +810,103 @@ def show_confusion(matrix: np.ndarray, labels: Sequence[str], *, size: float = 3
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set(xlabel="predicted kind", ylabel="true kind")
     return fig
+
+
+# --- monitoring figures ---
+
+__all__ += ["show_drift_history", "show_metric_history"]
+
+
+def _observation_dates(history: Any) -> tuple[Any, Any, Any]:
+    """Middle, start and end of each run's observations as datetime64 (from the MJD columns)."""
+    import pandas as pd
+
+    def to_date(mjd: Any) -> Any:
+        return pd.to_datetime((np.asarray(mjd, float) - 40587.0) * 86400.0, unit="s").to_numpy()
+
+    return to_date(history["mjd"]), to_date(history["mjd_start"]), to_date(history["mjd_end"])
+
+
+def _date_axis(ax: Any) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def show_metric_history(
+    history: Any, metrics: Sequence[str], *, shifted: str = "drift/shifted", size: float = 3.0,
+) -> Any:
+    """Plot metrics of scoring runs against the observation date, drifted batches in red.
+
+    ``history`` is :func:`astrid.tracking.performance_history`'s table; each
+    point sits at the middle of its batch's observations, with a bar over
+    their range; batches whose ``shifted`` column is 1 are drawn in red.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> h = pd.DataFrame({"mjd": [59000.5, 59010.5], "mjd_start": [59000, 59010],
+    ...                   "mjd_end": [59001, 59011], "auc_vs_truth": [0.9, 0.6], "drift/shifted": [0, 1]})
+    >>> fig = show_metric_history(h, ["auc_vs_truth"])
+    >>> fig.axes[0].get_ylabel()
+    'auc_vs_truth'
+    """
+    from matplotlib.figure import Figure
+
+    middle, start, end = _observation_dates(history)
+    flagged = (np.asarray(history[shifted], float) == 1 if shifted in history
+               else np.zeros(len(history), bool))
+    fig = Figure(figsize=(size * 2.2, size * 0.8 * max(1, len(metrics))), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(max(1, len(metrics)), 1, sharex=True))
+    for ax, name in zip(axes, metrics, strict=False):
+        values = np.asarray(history[name], float) if name in history else np.full(len(history), np.nan)
+        ax.plot(middle, values, "-", color="0.6", lw=1)
+        for keep, colour in ((~flagged, "k"), (flagged, "r")):
+            ax.hlines(values[keep], start[keep], end[keep], color=colour, lw=1)
+            ax.plot(middle[keep], values[keep], "o", color=colour, ms=4)
+        ax.set_ylabel(name, fontsize=8)
+        _date_axis(ax)
+    axes[-1].set_xlabel("observation date (UTC); red: input drift flagged")
+    return fig
+
+
+def show_drift_history(
+    history: Any, *, threshold: float = 0.25, features: Sequence[str] | None = None, size: float = 3.5,
+) -> Any:
+    """Plot the population stability index of each input feature against the observation date.
+
+    Reads the ``drift/<feature>/psi`` columns of
+    :func:`astrid.tracking.performance_history`'s table (log scale, floored
+    at 1e-3); the dashed line is the PSI flag threshold and the red points
+    are the features flagged as shifted (``drift/<feature>/shifted``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> h = pd.DataFrame({"mjd": [59000.5, 59010.5], "mjd_start": [59000, 59010], "mjd_end": [59001, 59011],
+    ...                   "drift/psf_fwhm/psi": [0.02, 3.0], "drift/psf_fwhm/shifted": [0, 1]})
+    >>> show_drift_history(h).axes[0].get_yscale()
+    'log'
+    """
+    from matplotlib.figure import Figure
+
+    middle, _, _ = _observation_dates(history)
+    names = features or sorted(c.split("/")[1] for c in history.columns
+                               if c.startswith("drift/") and c.endswith("/psi"))
+    fig = Figure(figsize=(size * 2.0, size), layout="constrained")
+    ax = fig.subplots()
+    colours = [f"C{i % 10}" for i in range(len(names))]
+    for name, colour, marker in zip(names, colours, "osD^vP*X" * 2, strict=False):
+        psi = np.maximum(np.asarray(history.get(f"drift/{name}/psi", np.nan), float), 1e-3)
+        ax.plot(middle, psi, "-", marker=marker, color=colour, ms=4, lw=1, label=name)
+        flagged = np.asarray(history.get(f"drift/{name}/shifted", 0), float) == 1
+        ax.plot(middle[flagged], psi[flagged], "o", ms=11, mfc="none", mec="r", mew=1.5)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8, label="PSI threshold")
+    ax.plot([], [], "o", ms=11, mfc="none", mec="r", mew=1.5, label="flagged (PSI and KS)")
+    ax.set_yscale("log")
+    ax.set(xlabel="observation date (UTC)", ylabel="population stability index")
+    _date_axis(ax)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
