@@ -21,13 +21,32 @@ standard MLflow/boto3 way, in the environment, and need ``boto3``::
     MLFLOW_S3_ENDPOINT_URL=https://<account id>.r2.cloudflarestorage.com
     AWS_ACCESS_KEY_ID=...            # an R2 API token's key id
     AWS_SECRET_ACCESS_KEY=...
-    AWS_DEFAULT_REGION=auto
     ASTRID_MLFLOW_ARTIFACT_ROOT=s3://<bucket>/astrid
+
+With an ``mlflow server --artifacts-destination s3://...`` the server talks to
+the bucket and the client needs none of these. ``docs/mlflow_remote.md`` walks
+through both set-ups.
+
+Remote stores
+    While AstrID talks to MLflow it fills in, for that time only and never
+    over a user's own setting (environment or AWS config file), the defaults
+    of :func:`remote_defaults`: with an ``MLFLOW_S3_ENDPOINT_URL``, region
+    ``auto`` and request/response checksums ``when_required`` (recent boto3
+    sends CRC32 checksums that R2 and older S3 stand-ins reject); for HTTP
+    servers, a few quick retries and a 60 s timeout instead of MLflow's
+    minutes of back-off.
+Unreachable stores
+    The tracking server and an S3 endpoint are probed with a TCP connection
+    (5 s) first. Logging functions then warn once (:class:`TrackingWarning`),
+    write everything they would have logged to a local JSON record (figures
+    as PNG beside it) and return; training and the study carry on. Loading a
+    registered model raises :class:`ConnectionError` instead.
 
 Credentials stay in the environment: they are never logged. Params and tags
 whose names look secret (key, token, password, secret, credential...) are
 dropped, values holding the value of a secret-looking environment variable are
-masked, and passwords inside URIs are masked.
+masked, and passwords inside URIs are masked; error messages and local records
+are masked the same way.
 
 A training run logs its parameters (dataset content hash, synthetic:real
 ratio, channels, architecture, loss, epochs, learning rate...), per-epoch
@@ -46,8 +65,9 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
-import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
@@ -73,6 +93,7 @@ __all__ = [
     "load_registered_model",
     "log_training",
     "redact",
+    "remote_defaults",
     "resolve_tracking_uri",
 ]
 
@@ -169,8 +190,15 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
-def _mask_uri(text: str) -> str:
+def _mask_passwords(text: str) -> str:
     return _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{_MASK}@", text)
+
+
+def _mask_uri(text: str) -> str:
+    """Mask passwords inside URIs and the values of secret-looking environment variables."""
+    for secret in _secret_values(os.environ):
+        text = text.replace(secret, _MASK)
+    return _mask_passwords(text)
 
 
 def _secret_values(environ: Mapping[str, str]) -> list[str]:
@@ -202,9 +230,28 @@ def redact(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = Non
         if isinstance(value, str):
             for secret in secrets:
                 value = value.replace(secret, _MASK)
-            value = _mask_uri(value)
+            value = _mask_passwords(value)
         out[str(key)] = value
     return out
+
+
+def _reachable(url: str, *, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at ``url``'s host and port (TCP connect), or ``None`` when something does.
+
+    Skipped (``None``) when an HTTP(S) proxy is configured for the host: only
+    the proxy would know.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return f"no host in {_mask_uri(url)}"
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        return f"no answer from {_mask_uri(url)}: {err}"
+    return None
 
 
 def _probe(uri: str) -> str | None:
@@ -219,22 +266,96 @@ def _probe(uri: str) -> str | None:
             return f"{db.parent} is not writable"
         return None
     if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()  # noqa: S310
-        except urllib.error.HTTPError:
-            return None  # it answered
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            return f"no answer from {_mask_uri(uri)}: {getattr(err, 'reason', err)}"
+        return _reachable(uri)
     return None
+
+
+def _artifact_problem(artifact_uri: str) -> str | None:
+    """Why the S3-compatible endpoint of an ``s3://`` ``artifact_uri`` cannot be reached, if it cannot."""
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL", "").strip()
+    if endpoint and str(artifact_uri).startswith("s3://"):
+        problem = _reachable(endpoint)
+        return f"artifact store: {problem}" if problem else None
+    return None
+
+
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+_S3_DEFAULTS = {
+    # name in the environment, name in the AWS config file, default
+    "AWS_REQUEST_CHECKSUM_CALCULATION": ("request_checksum_calculation", "when_required"),
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": ("response_checksum_validation", "when_required"),
+    "AWS_DEFAULT_REGION": ("region", "auto"),
+}
+
+
+def _aws_config() -> dict[str, str]:
+    """Return the active profile of the user's AWS config file (empty when there is none)."""
+    try:
+        import botocore.session
+
+        return dict(botocore.session.Session().get_scoped_config())
+    except Exception:  # no botocore, a missing profile, an unreadable file: no user settings
+        return {}
+
+
+def remote_defaults(
+    environ: Mapping[str, str] | None = None, *, aws_config: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment defaults AstrID applies while it talks to MLflow (only names the user left unset).
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment (default ``os.environ``).
+    aws_config : mapping, optional
+        The active AWS config-file profile (default: read with botocore).
+
+    Returns
+    -------
+    dict of str to str
+        Quick HTTP retries (``MLFLOW_HTTP_REQUEST_*``); with an
+        ``MLFLOW_S3_ENDPOINT_URL`` (R2 and other S3 stand-ins) also
+        ``AWS_DEFAULT_REGION=auto`` and checksums ``when_required``.
+
+    Examples
+    --------
+    >>> env = {"MLFLOW_S3_ENDPOINT_URL": "https://acct.r2.cloudflarestorage.com",
+    ...        "AWS_REGION": "weur", "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+    >>> added = remote_defaults(env, aws_config={"response_checksum_validation": "when_supported"})
+    >>> added["AWS_REQUEST_CHECKSUM_CALCULATION"], "AWS_DEFAULT_REGION" in added
+    ('when_required', False)
+    >>> added["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], "MLFLOW_HTTP_REQUEST_TIMEOUT" in added
+    ('3', False)
+    """
+    env = os.environ if environ is None else environ
+    out = {k: v for k, v in _HTTP_DEFAULTS.items() if not env.get(k)}
+    if env.get("MLFLOW_S3_ENDPOINT_URL", "").strip():
+        config = _aws_config() if aws_config is None else aws_config
+        for name, (key, value) in _S3_DEFAULTS.items():
+            user_region = name == "AWS_DEFAULT_REGION" and env.get("AWS_REGION")
+            if not (env.get(name) or config.get(key) or user_region):
+                out[name] = value
+    return out
 
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the deprecation chatter of MLflow and its dependencies (not our warnings)."""
-    with warnings.catch_warnings():
-        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-            warnings.simplefilter("ignore", category)
-        yield
+    """Talk to MLflow: :func:`remote_defaults` set meanwhile, deprecation chatter silenced (not ours)."""
+    added = remote_defaults()
+    os.environ.update(added)
+    try:
+        with warnings.catch_warnings():
+            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+                warnings.simplefilter("ignore", category)
+            yield
+    finally:
+        for name, value in added.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
 
 
 def _client(uri: str):
@@ -366,6 +487,9 @@ def log_training(
 
             client = _client(uri)
             experiment_id = _experiment_id(client, uri, experiment)
+            problem = _artifact_problem(client.get_experiment(experiment_id).artifact_location)
+            if problem:
+                raise ConnectionError(problem)
             run = client.create_run(experiment_id, tags=run_tags)
             run_id = run.info.run_id
             now = int(datetime.now(UTC).timestamp() * 1000)
@@ -404,7 +528,7 @@ def log_training(
             except Exception:  # noqa: S110 - best effort on a store that already failed
                 pass
         record = _write_local(bundle.parent / "tracking" / "run.json", result=result,
-                              params=params, tags=run_tags, headline=headline,
+                              params=params, tags=run_tags, headline=headline, figures=figures,
                               reason=f"{type(err).__name__}: {_mask_uri(str(err))}")
         warnings.warn(
             f"MLflow store {_mask_uri(uri)} unavailable ({type(err).__name__}: "
@@ -438,8 +562,22 @@ def _register(client, name: str, run, *, survey: str, dataset: str, params: Mapp
     return str(mv.version)
 
 
+def _save_figures(figures: Mapping[str, Any] | None, folder: Path) -> dict[str, str]:
+    """Write matplotlib figures as ``folder/<label>.png``; return every figure's file (paths stay)."""
+    files = {}
+    for label, fig in (figures or {}).items():
+        if isinstance(fig, str | os.PathLike):
+            files[label] = str(fig)
+            continue
+        path = folder / (re.sub(r"[^\w\-.]", "_", str(label)) + ".png")
+        with atomic_write(path, "wb", overwrite=True) as handle:
+            fig.savefig(handle, format="png")
+        files[label] = str(path)
+    return files
+
+
 def _write_local(path: Path, *, result: Any, params: Mapping[str, Any], tags: Mapping[str, str],
-                 headline: Mapping[str, float], reason: str) -> Path:
+                 headline: Mapping[str, float], figures: Mapping[str, Any] | None, reason: str) -> Path:
     record = {
         "reason": reason,
         "recorded_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -449,6 +587,8 @@ def _write_local(path: Path, *, result: Any, params: Mapping[str, Any], tags: Ma
         "history": result.history,
         "bundle": str(result.bundle),
         "manifest": str(result.manifest.path),
+        "records": {k: str(result.paths[k]) for k in ("history", "summary") if k in result.paths},
+        "figures": _save_figures(figures, path.parent / "figures"),
     }
     with atomic_write(path, "w", overwrite=True) as handle:
         json.dump(record, handle, indent=1, default=str)
@@ -550,7 +690,8 @@ def log_evaluation(
     tracking_uri : str, optional
         Store; default :func:`resolve_tracking_uri`.
     output_dir : path-like, optional
-        Where to write the local record if MLflow is unavailable (default: a
+        Where to write the local record (``evaluation_run.json``, with the
+        figures under ``figures/``) if MLflow is unavailable (default: a
         temporary folder).
 
     Returns
@@ -565,6 +706,8 @@ def log_evaluation(
     if model_uri:
         run_tags["evaluated_model"] = _mask_uri(str(model_uri))
     run_id = None
+    client = None
+    own_run = False
     try:
         problem = _probe(uri)
         if problem:
@@ -574,10 +717,17 @@ def log_evaluation(
 
             client = _client(uri)
             run_id = _run_of(client, model_uri)
-            own_run = run_id is None
-            if own_run:
-                run_id = client.create_run(_experiment_id(client, uri, experiment),
-                                           tags=run_tags).info.run_id
+            if run_id is None:
+                experiment_id = _experiment_id(client, uri, experiment)
+                location = client.get_experiment(experiment_id).artifact_location
+            else:
+                location = client.get_run(run_id).info.artifact_uri
+            problem = _artifact_problem(location)
+            if problem:
+                raise ConnectionError(problem)
+            if run_id is None:
+                run_id = client.create_run(experiment_id, tags=run_tags).info.run_id
+                own_run = True
             else:
                 client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
             now = int(datetime.now(UTC).timestamp() * 1000)
@@ -601,12 +751,21 @@ def log_evaluation(
                             client.set_model_version_tag(name, version.version, key, value)
         return TrackedEvaluation(True, run_id, _mask_uri(uri))
     except Exception as err:  # evaluation results are on disk already: never fail here
+        if own_run:
+            try:
+                with _quiet():
+                    client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: S110 - best effort on a store that already failed
+                pass
         folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_eval_"))
         record = folder / "evaluation_run.json"
+        local = {"reason": f"{type(err).__name__}: {_mask_uri(str(err))}",
+                 "recorded_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "model_uri": _mask_uri(str(model_uri or "")), "metrics": numbers, "tags": run_tags,
+                 "evaluation": json.loads(json.dumps(metrics, default=_plain)),
+                 "figures": _save_figures(figures, folder / "figures")}
         with atomic_write(record, "w", overwrite=True) as handle:
-            json.dump({"reason": f"{type(err).__name__}: {_mask_uri(str(err))}",
-                       "model_uri": str(model_uri or ""), "metrics": numbers,
-                       "tags": run_tags}, handle, indent=1)
+            json.dump(local, handle, indent=1)
         warnings.warn(
             f"MLflow store {_mask_uri(uri)} unavailable for the evaluation ({type(err).__name__}: "
             f"{_mask_uri(str(err))[:300]}); recorded locally in {record}",
@@ -665,6 +824,8 @@ def load_registered_model(
     ------
     ValueError
         When the model or version does not exist.
+    ConnectionError
+        When the store (or its S3 endpoint) does not answer (within seconds).
     """
     import mlflow.artifacts
 
@@ -672,7 +833,7 @@ def load_registered_model(
 
     uri = resolve_tracking_uri(tracking_uri)
     with _quiet():
-        client = _client(uri)
+        client = _usable_client(uri)
         versions = _versions(client, name)
         if not versions:
             msg = f"no registered model {name!r} in {_mask_uri(uri)}"
@@ -685,6 +846,10 @@ def load_registered_model(
                 known = ", ".join(str(v.version) for v in versions)
                 msg = f"model {name!r} has no version {version!r} (versions: {known})"
                 raise ValueError(msg)
+        problem = _artifact_problem(chosen.source)
+        if problem:
+            msg = f"model {name!r} version {chosen.version} cannot be downloaded: {problem}"
+            raise ConnectionError(msg)
         target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="astrid_model_"))
         path = mlflow.artifacts.download_artifacts(artifact_uri=chosen.source, dst_path=str(target),
                                                    tracking_uri=uri)
@@ -771,3 +936,311 @@ def list_models(tracking_uri: str | None = None):
         frame = frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)
     return frame
 
+
+
+# --------------------------------------------------------------------------- registry queries
+
+__all__ += ["latest_model_version", "set_model_version_tags"]
+
+
+def _usable_client(uri: str):
+    """Return a client of store ``uri``; raise ConnectionError naming why it cannot be used."""
+    problem = _probe(uri)
+    if problem:
+        msg = f"MLflow store {_mask_uri(uri)} unavailable: {problem}"
+        raise ConnectionError(msg)
+    return _client(uri)
+
+
+def latest_model_version(name: str, *, tracking_uri: str | None = None) -> str | None:
+    """Return the newest version of registered model ``name``, or ``None`` when it is not registered.
+
+    Parameters
+    ----------
+    name : str
+        Registered model name.
+    tracking_uri : str, optional
+        Store; default :func:`resolve_tracking_uri`.
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    ConnectionError
+        When the store cannot be used (an unreachable store is never read as "not registered").
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> latest_model_version("astrid-unet-none", tracking_uri=f"sqlite:///{tempfile.mkdtemp()}/m.db") is None
+    True
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    with _quiet():
+        versions = _versions(_usable_client(uri), name)
+    return str(versions[-1].version) if versions else None
+
+
+def set_model_version_tags(
+    name: str, version: int | str, tags: Mapping[str, Any], *, tracking_uri: str | None = None,
+) -> None:
+    """Set tags on a registered model version (secret-looking names dropped, as everywhere here).
+
+    Parameters
+    ----------
+    name : str
+        Registered model name.
+    version : int or str
+        Its version.
+    tags : mapping
+        Tag names to values (stored as strings).
+    tracking_uri : str, optional
+        Store; default :func:`resolve_tracking_uri`.
+
+    Raises
+    ------
+    ConnectionError
+        When the store cannot be used.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    with _quiet():
+        client = _usable_client(uri)
+        for key, value in redact(tags).items():
+            client.set_model_version_tag(name, str(version), key, str(value))
+
+
+# --------------------------------------------------------------------------- monitoring
+
+MONITORING_EXPERIMENT = "astrid-monitoring"
+"""Experiment of the scoring runs :func:`log_scoring_run` records."""
+
+HISTORY_COLUMNS = (
+    "mjd", "mjd_start", "mjd_end", "date_start", "date_end", "model_name", "model_version",
+    "source", "tracked", "run_id",
+)
+"""Leading columns of :func:`performance_history` (the logged metrics follow, sorted by name)."""
+
+__all__ += ["HISTORY_COLUMNS", "MONITORING_EXPERIMENT", "log_scoring_run", "performance_history"]
+
+_MJD_UNIX_EPOCH = 40587.0  # MJD of 1970-01-01T00:00:00 UTC
+_LOCAL_SCORING = "scoring_*.json"
+
+
+def _mjd_ms(mjd: float) -> int:
+    """Unix time in milliseconds of an MJD (UTC)."""
+    return int(round((float(mjd) - _MJD_UNIX_EPOCH) * 86_400_000))
+
+
+def _mjd_iso(mjd: float) -> str:
+    return datetime.fromtimestamp((float(mjd) - _MJD_UNIX_EPOCH) * 86_400, UTC).isoformat(timespec="seconds")
+
+
+def log_scoring_run(
+    metrics: Mapping[str, Any],
+    *,
+    mjd_start: float,
+    mjd_end: float,
+    model_name: str,
+    model_version: str = "",
+    statistics: Mapping[str, Any] | None = None,
+    drift: Mapping[str, Any] | None = None,
+    features: Any = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    experiment: str = MONITORING_EXPERIMENT,
+    tracking_uri: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> TrackedEvaluation:
+    """Record one scoring run over new data, placed in time by the data's observation dates.
+
+    So that a model's performance can be followed as data arrive, the run is
+    dated by the *observations*, not by when it was scored: its ``start_time``
+    and ``end_time`` are the first and last observation, every metric's
+    timestamp is the middle of that range and its ``step`` the MJD of that
+    middle (rounded to a whole day: MLflow steps are integers). Tags hold the
+    exact range (``observation_start``/``observation_end`` in ISO UTC,
+    ``observation_mjd_start``/``observation_mjd_end``), the model
+    (``model_name``, ``model_version``) and when the scoring ran
+    (``scored_utc``). Numbers of ``metrics`` are logged as they are named,
+    ``statistics`` under ``input/`` and ``drift`` under ``drift/`` (nested
+    keys joined by ``/``); ``features`` (a table) becomes
+    ``monitoring/features.csv``.
+
+    Parameters
+    ----------
+    metrics : mapping
+        The run's performance figures (e.g. :func:`astrid.monitor.scoring_metrics`).
+    mjd_start, mjd_end : float
+        Observation date range of the data scored (MJD, UTC).
+    model_name, model_version : str
+        The model that scored.
+    statistics : mapping, optional
+        Input statistics (:attr:`astrid.monitor.BatchStatistics.summary`).
+    drift : mapping, optional
+        Drift figures (:meth:`astrid.monitor.DriftReport.metrics`).
+    features : pandas.DataFrame, optional
+        Per-item input features, kept as an artifact for later drift analyses.
+    params : mapping, optional
+        Settings of the run (thresholds, batch size...).
+    tags : mapping, optional
+        More run tags (``source``...).
+    experiment : str
+        MLflow experiment (created when missing).
+    tracking_uri : str, optional
+        Store; default :func:`resolve_tracking_uri`.
+    output_dir : path-like, optional
+        Folder of the local record written when the store is unusable
+        (``scoring_<mjd>_<id>.json``; default a temporary folder);
+        :func:`performance_history` reads such records back with ``local_records``.
+
+    Returns
+    -------
+    TrackedEvaluation
+        ``tracked=False`` with a ``local_record`` and a single
+        :class:`TrackingWarning` when the store could not be used.
+
+    Raises
+    ------
+    ValueError
+        When the observation range is not finite or ``mjd_start > mjd_end``.
+    """
+    start, end = float(mjd_start), float(mjd_end)
+    if not (math.isfinite(start) and math.isfinite(end) and start <= end):
+        msg = f"observation range must be finite MJDs with mjd_start <= mjd_end, got {mjd_start}, {mjd_end}"
+        raise ValueError(msg)
+    uri = resolve_tracking_uri(tracking_uri)
+    middle = 0.5 * (start + end)
+    numbers = {**_numbers(metrics), **_numbers(statistics or {}, "input/"),
+               **_numbers(drift or {}, "drift/")}
+    origin = provenance()
+    run_tags = redact({
+        "model_name": str(model_name),
+        "model_version": str(model_version),
+        "observation_start": _mjd_iso(start),
+        "observation_end": _mjd_iso(end),
+        "observation_mjd_start": f"{start:.6f}",
+        "observation_mjd_end": f"{end:.6f}",
+        "scored_utc": origin["created_utc"],
+        "astrid_version": origin["astrid_version"],
+        "git_commit": origin["git_commit"],
+        "mlflow.runName": f"score-{model_name}-{_mjd_iso(start)[:10]}",
+        **(tags or {}),
+    })
+    run_params = redact(dict(params or {}))
+    run_id = None
+    client = None
+    try:
+        with _quiet():
+            from mlflow.entities import Metric, Param
+
+            client = _usable_client(uri)
+            run_id = client.create_run(_experiment_id(client, uri, experiment), start_time=_mjd_ms(start),
+                                       tags=run_tags).info.run_id
+            when, step = _mjd_ms(middle), int(round(middle))
+            for chunk in _batched([Param(k, str(v)[:500]) for k, v in run_params.items()], 100):
+                client.log_batch(run_id, params=chunk)
+            for chunk in _batched([Metric(k, v, when, step) for k, v in numbers.items()], 1000):
+                client.log_batch(run_id, metrics=chunk)
+            if features is not None:
+                client.log_text(run_id, features.to_csv(index=False), "monitoring/features.csv")
+            client.set_terminated(run_id, "FINISHED", end_time=_mjd_ms(end))
+        return TrackedEvaluation(True, run_id, _mask_uri(uri))
+    except Exception as err:  # scores are on disk already: monitoring must never fail a scoring run
+        if client is not None and run_id is not None:
+            try:
+                with _quiet():
+                    client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: S110 - best effort on a store that already failed
+                pass
+        folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_scoring_"))
+        stem = f"scoring_{start:.5f}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
+        record = folder / f"{stem}.json"
+        with atomic_write(record, "w", overwrite=True) as handle:
+            json.dump({"reason": f"{type(err).__name__}: {_mask_uri(str(err))}", "mjd_start": start,
+                       "mjd_end": end, "metrics": numbers, "params": run_params, "tags": run_tags},
+                      handle, indent=1, default=str)
+        if features is not None:
+            with atomic_write(folder / f"{stem}_features.csv", "w", overwrite=True) as handle:
+                features.to_csv(handle, index=False)
+        warnings.warn(
+            f"MLflow store {_mask_uri(uri)} unavailable for the scoring run ({type(err).__name__}: "
+            f"{_mask_uri(str(err))[:300]}); recorded locally in {record}",
+            TrackingWarning, stacklevel=2,
+        )
+        return TrackedEvaluation(False, None, _mask_uri(uri), str(record))
+
+
+def _history_row(tags: Mapping[str, str], metrics: Mapping[str, float], *, run_id: str | None,
+                 tracked: bool) -> dict[str, Any]:
+    start = float(tags.get("observation_mjd_start", "nan"))
+    end = float(tags.get("observation_mjd_end", "nan"))
+    return {"mjd": 0.5 * (start + end), "mjd_start": start, "mjd_end": end,
+            "date_start": tags.get("observation_start", ""), "date_end": tags.get("observation_end", ""),
+            "model_name": tags.get("model_name", ""), "model_version": tags.get("model_version", ""),
+            "source": tags.get("source", ""), "tracked": tracked, "run_id": run_id, **metrics}
+
+
+def performance_history(
+    model_name: str | None = None,
+    *,
+    experiment: str = MONITORING_EXPERIMENT,
+    tracking_uri: str | None = None,
+    local_records: str | os.PathLike | None = None,
+):
+    """Return the scoring runs of a model as a table ordered by observation date.
+
+    Parameters
+    ----------
+    model_name : str, optional
+        Keep the runs of this model only (default: every model).
+    experiment : str
+        Experiment :func:`log_scoring_run` wrote to.
+    tracking_uri : str, optional
+        Store; default :func:`resolve_tracking_uri`.
+    local_records : path-like, optional
+        A folder of local records (``scoring_*.json``, written when the store
+        was unusable) to include, marked ``tracked=False``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run: :data:`HISTORY_COLUMNS` (``mjd`` is the middle of the
+        observation range), then every logged metric by name; sorted by
+        ``mjd_start``, ``mjd_end``. Rows from the store alone are missing
+        (with a :class:`TrackingWarning`) when it cannot be reached.
+    """
+    import pandas as pd
+
+    uri = resolve_tracking_uri(tracking_uri)
+    rows: list[dict[str, Any]] = []
+    try:
+        with _quiet():
+            client = _usable_client(uri)
+            found = client.get_experiment_by_name(experiment)
+            wanted = "attributes.status = 'FINISHED'" + (
+                f" and tags.model_name = '{model_name}'" if model_name else "")
+            token = None
+            while found is not None:
+                page = client.search_runs([found.experiment_id], filter_string=wanted, max_results=1000,
+                                          page_token=token)
+                rows += [_history_row(r.data.tags, r.data.metrics, run_id=r.info.run_id, tracked=True)
+                         for r in page]
+                token = page.token
+                if not token:
+                    break
+    except Exception as err:  # a history must not crash a notebook: say why it is short
+        warnings.warn(f"cannot read scoring runs from {_mask_uri(uri)}: {type(err).__name__}: "
+                      f"{_mask_uri(str(err))[:300]}", TrackingWarning, stacklevel=2)
+    if local_records is not None:
+        for path in sorted(Path(local_records).glob(_LOCAL_SCORING)):
+            record = json.loads(path.read_text())
+            tags = record.get("tags", {})
+            if model_name and tags.get("model_name") != model_name:
+                continue
+            rows.append(_history_row(tags, record.get("metrics", {}), run_id=None, tracked=False))
+    frame = pd.DataFrame(rows)
+    metric_columns = sorted(set(frame.columns) - set(HISTORY_COLUMNS))
+    frame = frame.reindex(columns=[*HISTORY_COLUMNS, *metric_columns])
+    return frame.sort_values(["mjd_start", "mjd_end"], ignore_index=True, kind="stable")

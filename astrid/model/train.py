@@ -8,6 +8,8 @@ calibration temperature on the validation split and writes the bundle,
 precision is used only on a GPU; the same call runs unchanged on a CPU.
 With ``init_model`` it fine-tunes an existing model instead of starting
 from random weights (:func:`astrid.realdata.finetune_on_alerts` uses this).
+With ``processes=N``, or inside a ``torchrun``/``accelerate launch``, it
+trains data-parallel over several processes (:mod:`astrid.model.distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,13 @@ from astrid.model.data import (
     load_split,
     parse_channels,
 )
+from astrid.model.distributed import (
+    data_parallel,
+    distrib_barrier,
+    distributed_env,
+    rank_seed,
+    spawn_training,
+)
 from astrid.model.net import MODEL_SIZES, MacroDice, SegmentationLoss, UNetSpec, build_unet
 
 __all__ = ["LOSSES", "TrainResult", "class_weights_from_frequencies", "train_unet"]
@@ -73,8 +83,9 @@ class TrainResult:
     ----------
     model : TrainedModel
         The best-epoch network with its config (temperature included).
-    learner : fastai.learner.Learner
-        The fastai learner (for further fitting or inspection).
+    learner : fastai.learner.Learner or None
+        The fastai learner (for further fitting or inspection); ``None``
+        after ``processes > 1``, where it lived in a spawned process.
     history : list of dict
         One row per epoch: ``epoch``, ``train_loss``, ``valid_loss``,
         ``macro_dice``, ``seconds``.
@@ -96,6 +107,11 @@ class TrainResult:
         The (synthetic) training manifest.
     seconds : float
         Wall-clock time of the whole call.
+    summary : dict
+        What ``train_summary.json`` holds.
+    rank : int
+        Process rank in data-parallel training (0 otherwise). Only rank 0
+        writes the bundle and records, so log the run from rank 0 only.
     """
 
     model: TrainedModel
@@ -110,6 +126,7 @@ class TrainResult:
     manifest: Manifest
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
 
     @property
     def temperature(self) -> float:
@@ -189,16 +206,18 @@ def _collect_calibration_pixels(
 def _validate(
     *, tile_size: int, epochs: int, lr: float, batch_size: int, tiles_per_epoch: int,
     real_fraction: float, real_manifest: Any, loss: str, patience: int, monitor: str,
-    spec: UNetSpec,
+    spec: UNetSpec, processes: int,
 ) -> None:
-    if epochs < 1 or batch_size < 1 or patience < 1:
-        msg = f"epochs, batch_size and patience must be >= 1, got {epochs}, {batch_size}, {patience}"
+    if epochs < 1 or batch_size < 1 or patience < 1 or processes < 1:
+        msg = (f"epochs, batch_size, patience and processes must be >= 1, got {epochs}, {batch_size}, "
+               f"{patience}, {processes}")
         raise ValueError(msg)
     if not (lr > 0 and math.isfinite(lr)):
         msg = f"lr must be a positive number, got {lr}"
         raise ValueError(msg)
-    if tiles_per_epoch < batch_size:
-        msg = f"tiles_per_epoch ({tiles_per_epoch}) must be at least batch_size ({batch_size})"
+    if tiles_per_epoch < batch_size * processes:
+        msg = (f"tiles_per_epoch ({tiles_per_epoch}) must be at least batch_size ({batch_size}) "
+               f"times the number of processes ({processes})")
         raise ValueError(msg)
     if tile_size < 2 * spec.multiple or tile_size % spec.multiple:
         msg = (f"tile_size must be a multiple of {spec.multiple} and at least "
@@ -282,6 +301,7 @@ def train_unet(
     nonfinite: str = "raise",
     progress: bool = True,
     init_model: TrainedModel | str | os.PathLike | None = None,
+    processes: int = 1,
 ) -> TrainResult:
     """Train the U-Net on a dataset manifest and save a calibrated model bundle.
 
@@ -302,13 +322,15 @@ def train_unet(
     model_size : str
         A key of :data:`~astrid.model.net.MODEL_SIZES` (ignored with ``init_model``).
     batch_size : int
-        Tiles per batch.
+        Tiles per batch (per process in data-parallel training).
     tiles_per_epoch : int
-        Training tiles drawn per epoch.
+        Training tiles drawn per epoch (by all processes together).
     seed : int
         Seeds weights, tile draws and augmentation (fastai ``set_seed``).
     output_dir : path-like, optional
-        Folder for the bundle and records (default: a new temporary folder).
+        Folder for the bundle and records (default: a new temporary folder;
+        required inside a ``torchrun``/``accelerate launch``, where all ranks
+        share it).
     device : str
         ``"auto"`` (GPU when torch sees one), ``"cpu"`` or ``"cuda"``.
     dropout : float
@@ -357,6 +379,11 @@ def train_unet(
         given, must equal its own). The input model is left untouched;
         ``params["finetuned_from"]`` and the bundle's ``training`` record
         where it came from (the bundle path, or the init model's dataset hash).
+    processes : int
+        Train data-parallel in this many spawned processes (gloo on CPUs,
+        one GPU each on GPUs; see :mod:`astrid.model.distributed`). Leave at
+        1 inside ``torchrun``/``accelerate launch``: the launched processes
+        are used then.
 
     Returns
     -------
@@ -368,7 +395,12 @@ def train_unet(
         For bad options, empty or inconsistent manifests, non-finite inputs,
         or ``channels``/``normalisation`` that disagree with ``init_model``.
     """
+    options = {k: v for k, v in locals().items() if k not in {"manifest", "processes"}}
     start = time.perf_counter()
+    launch = distributed_env()
+    if processes > 1 and launch.distributed:
+        msg = f"processes={processes} inside a launch of {launch.world_size} processes; leave processes=1"
+        raise ValueError(msg)
     augmentation = Augmentation() if augmentation is None else augmentation
     init, finetuned_from = None, ""
     if init_model is not None:
@@ -383,8 +415,17 @@ def train_unet(
     _validate(tile_size=tile_size, epochs=epochs, lr=lr, batch_size=batch_size,
               tiles_per_epoch=tiles_per_epoch, real_fraction=real_fraction,
               real_manifest=real_manifest, loss=loss, patience=patience, monitor=monitor,
-              spec=spec)
+              spec=spec, processes=processes * launch.world_size)
+    if processes > 1:
+        out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_train_"))
+        return spawn_training(manifest, processes=processes, options={**options, "output_dir": out})
+    if launch.distributed and output_dir is None:
+        msg = "output_dir is required in data-parallel training: every process must share one folder"
+        raise ValueError(msg)
     dev = resolve_torch_device(device)
+    if launch.distributed and dev.type == "cuda":
+        dev = torch.device("cuda", launch.local_rank)
+        torch.cuda.set_device(dev)
     main = as_manifest(manifest)
     if len(main) == 0:
         msg = f"manifest {main.path} has no samples"
@@ -407,7 +448,8 @@ def train_unet(
     sampler = TileSampler(pools, pool_weights=weights, tile_size=tile_size,
                           empty_fraction=empty_fraction)
     train_ds = TileDataset(sampler, length=tiles_per_epoch, channels=channels,
-                           normalisation=normalisation, augmentation=augmentation, seed=seed)
+                           normalisation=normalisation, augmentation=augmentation,
+                           seed=rank_seed(seed, launch.rank))
     valid_ds = GridTiles(valid, tile_size=tile_size, channels=channels,
                          normalisation=normalisation, max_tiles=max_valid_tiles, seed=seed)
     frequencies = class_frequencies(train_ds, seed=seed + 1)
@@ -442,7 +484,7 @@ def train_unet(
     learn = Learner(dls, net, loss_func=loss_func, metrics=[MacroDice(len(CLASS_NAMES))],
                     path=out, model_dir="checkpoints", wd=weight_decay,
                     cbs=[_ChannelsLast(), times])
-    if not progress:
+    if not progress or launch.rank:
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *args, **kwargs: None
     precision = "float32"
@@ -458,7 +500,8 @@ def train_unet(
         SaveModelCallback(monitor=monitor, comp=comp, fname="best", with_opt=False),
         EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience),
     ]
-    with warnings.catch_warnings():
+    parallel = data_parallel(learn, cpu=dev.type == "cpu") if launch.distributed else nullcontext()
+    with warnings.catch_warnings(), parallel:
         # fastai's checkpoint loader touches numpy.core, deprecated in NumPy 2
         warnings.filterwarnings("ignore", message=r"numpy\.core", category=DeprecationWarning)
         learn.fit_one_cycle(epochs, lr_max=lr, cbs=callbacks)
@@ -525,6 +568,7 @@ def train_unet(
         "patience": patience,
         "seed": seed,
         "device": str(dev),
+        "processes": launch.world_size,
         "precision": precision,
         **{f"augment_{k}": v for k, v in augmentation.to_dict().items()},
         **{f"norm_{k}": (",".join(v) if isinstance(v, list) else v)
@@ -540,7 +584,9 @@ def train_unet(
     config = ModelConfig(spec=spec, channels=channels, normalisation=normalisation,
                          temperature=temperature, tile_size=tile_size, training=training)
     model = TrainedModel(net, config)
-    bundle = save_model(model, out / "model", overwrite=True)
+    bundle = out / "model"
+    if launch.rank == 0:  # every rank holds the same weights; one writes them
+        save_model(model, bundle, overwrite=True)
     net.eval()
 
     paths = {
@@ -551,7 +597,6 @@ def train_unet(
         "summary": out / "train_summary.json",
         "checkpoint": out / "checkpoints" / "best.pth",
     }
-    _write_history(paths["history"], history)
     seconds = time.perf_counter() - start
     summary = {
         "best_epoch": best_epoch,
@@ -563,13 +608,17 @@ def train_unet(
         "seconds": round(seconds, 2),
         "params": params,
     }
-    with atomic_write(paths["summary"], "w", overwrite=True) as handle:
-        json.dump(summary, handle, indent=1, default=str)
-    log.info("trained %s U-Net: best macro Dice %.3f at epoch %d, T=%.3f, %.0f s",
-             model_size, best_metric, best_epoch, temperature, seconds)
+    if launch.rank == 0:
+        _write_history(paths["history"], history)
+        with atomic_write(paths["summary"], "w", overwrite=True) as handle:
+            json.dump(summary, handle, indent=1, default=str)
+        log.info("trained %s U-Net: best macro Dice %.3f at epoch %d, T=%.3f, %.0f s",
+                 model_size, best_metric, best_epoch, temperature, seconds)
+    distrib_barrier()  # the bundle is on disk for every rank once this returns
     return TrainResult(model=model, learner=learn, history=history, calibration=calibration,
                        bundle=bundle, paths=paths, params=params, best_epoch=best_epoch,
-                       best_metric=best_metric, manifest=main, seconds=seconds, summary=summary)
+                       best_metric=best_metric, manifest=main, seconds=seconds, summary=summary,
+                       rank=launch.rank)
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
