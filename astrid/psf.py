@@ -434,7 +434,7 @@ def _upsampled_cc(spec: np.ndarray, centre: np.ndarray, upsample: int, half: int
 
 
 def estimate_shift(science: Any, reference: Any, *, upsample: int = 20,
-                   mask: Any = None) -> tuple[float, float]:
+                   mask: Any = None, max_shift: float | None = 10.0) -> tuple[float, float]:
     """Sub-pixel shift (dy, dx) that moves ``reference`` onto ``science``.
 
     ``science(y, x) ~ reference(y - dy, x - dx)``: the peak of the FFT
@@ -449,6 +449,11 @@ def estimate_shift(science: Any, reference: Any, *, upsample: int = 20,
         Refinement factor (precision ``1 / upsample`` pixel).
     mask : array of bool, optional
         True for pixels to ignore (set to the median).
+    max_shift : float or None
+        Largest shift searched, in pixels per axis (images are already on the
+        same grid, so only small residuals are plausible; None searches all).
+        Pixels are also clipped at 100 robust sigma so that saturated stars,
+        bleed trails and satellite trails cannot steer the correlation.
 
     Returns
     -------
@@ -476,13 +481,23 @@ def estimate_shift(science: Any, reference: Any, *, upsample: int = 20,
     if sci.shape != ref.shape:
         msg = f"science shape {sci.shape} differs from reference shape {ref.shape}"
         raise ValueError(msg)
+    if max_shift is not None and not max_shift > 0:
+        msg = f"max_shift must be positive or None, got {max_shift!r}"
+        raise ValueError(msg)
     bad = _bad(sci, mask) | ~np.isfinite(ref)
-    a = np.where(bad, 0.0, sci - np.median(sci[~bad]))
-    b = np.where(bad, 0.0, ref - np.median(ref[~bad]))
-    spec = scipy.fft.fft2(a, workers=-1) * np.conj(scipy.fft.fft2(b, workers=-1))
+
+    def prepared(image: np.ndarray) -> np.ndarray:
+        centre = np.median(image[~bad])
+        sigma = 1.4826 * np.median(np.abs(image[~bad] - centre)) or 1.0
+        return np.where(bad, 0.0, np.clip(image - centre, -5.0 * sigma, 100.0 * sigma))
+
+    spec = scipy.fft.fft2(prepared(sci), workers=-1) * np.conj(scipy.fft.fft2(prepared(ref), workers=-1))
     cc = scipy.fft.ifft2(spec, workers=-1).real
-    peak = np.array(np.unravel_index(np.argmax(cc), cc.shape), dtype=float)
     dims = np.array(cc.shape)
+    if max_shift is not None:
+        lags = [np.minimum(np.arange(n), n - np.arange(n)) for n in cc.shape]
+        cc = np.where((lags[0][:, None] <= max_shift) & (lags[1][None, :] <= max_shift), cc, -np.inf)
+    peak = np.array(np.unravel_index(np.argmax(cc), cc.shape), dtype=float)
     peak[peak > dims // 2] -= dims[peak > dims // 2]
     up = int(upsample)
     for step in ([2, up] if up > 1 else []):  # coarse then fine, each within +-1.5 px

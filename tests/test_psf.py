@@ -152,3 +152,25 @@ def test_difference_images_end_to_end():
     quiet[86:106, 54:74] = False
     assert np.abs(out.score_corr[quiet]).max() < 6.0
     assert abs(np.std(out.score_corr[quiet]) - 1.0) < 0.15
+
+
+def test_estimate_shift_is_not_steered_by_a_saturated_trail():
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:128, :128]
+    stars = rng.uniform(10, 118, (40, 2))
+    fluxes = rng.uniform(200, 2000, 40)
+
+    def render(dy, dx):
+        image = np.zeros((128, 128))
+        for (y, x), f in zip(stars, fluxes, strict=True):
+            image += f * np.exp(-((yy - y - dy) ** 2 + (xx - x - dx) ** 2) / (2 * 1.5**2))
+        return image + rng.normal(0, 5, image.shape)
+
+    reference = render(0.0, 0.0)
+    science = render(0.4, -0.6)
+    science[:, 90:93] += 6e4  # a bleed trail the reference lacks
+    reference[30:33, :] += 6e4  # and a satellite trail only in the reference
+    dy, dx = estimate_shift(science, reference)
+    assert abs(dy - 0.4) < 0.1 and abs(dx + 0.6) < 0.1
+    with pytest.raises(ValueError, match="max_shift"):
+        estimate_shift(science, reference, max_shift=0)
