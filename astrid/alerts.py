@@ -57,9 +57,14 @@ __all__ = [
     "AlertTable",
     "AlertTriplet",
     "Skipped",
+    "alert_files",
     "alerts_to_manifest",
+    "candidate_fields",
+    "diff_is_flipped",
     "iter_alerts",
+    "python_value",
     "read_alerts",
+    "records_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,7 +209,16 @@ class AlertTable:
 # --------------------------------------------------------------------------- low level
 
 
-def _to_python(value: Any) -> Any:
+def python_value(value: Any) -> Any:
+    """Return a field read from Avro or Parquet as plain Python.
+
+    Numpy scalars are unwrapped, bytes decoded (UTF-8) and NaN becomes None.
+
+    Examples
+    --------
+    >>> python_value(np.float32(2.5)), python_value(b"t"), python_value(float("nan"))
+    (2.5, 't', None)
+    """
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bytes):
@@ -214,8 +228,20 @@ def _to_python(value: Any) -> Any:
     return value
 
 
-def _candidate_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the candidate fields: a ``candidate`` struct, or columns flattened into the row."""
+def candidate_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an alert's candidate fields: its ``candidate`` struct, or the columns flattened into the row.
+
+    Broker exports in Parquet flatten the struct into ``candidate.<name>`` or
+    ``candidate_<name>`` columns; the prefix is dropped (a flattened name wins
+    over a top-level column of the same name).
+
+    Examples
+    --------
+    >>> candidate_fields({"candid": 1, "candidate": {"jd": 2.0}})
+    {'jd': 2.0}
+    >>> candidate_fields({"candid": 1, "candidate.jd": 2.0})
+    {'candid': 1, 'jd': 2.0}
+    """
     nested = record.get("candidate")
     if isinstance(nested, Mapping):
         return dict(nested)
@@ -243,7 +269,7 @@ def _cutout_of(record: Mapping[str, Any], key: str) -> tuple[bytes | None, str |
         file_name = None
     if isinstance(value, bytearray | memoryview):
         value = bytes(value)
-    return (value if isinstance(value, bytes) and value else None), _to_python(file_name)
+    return (value if isinstance(value, bytes) and value else None), python_value(file_name)
 
 
 def _decode_stamp(data: bytes) -> np.ndarray:
@@ -272,9 +298,22 @@ def _decode_stamp(data: bytes) -> np.ndarray:
     raise ValueError(msg)
 
 
-def _diff_is_flipped(isdiffpos: Any) -> bool | None:
-    """Return True for a stored reference-minus-science stamp, False for the reverse, None if unknown."""
-    value = _to_python(isdiffpos)
+def diff_is_flipped(isdiffpos: Any) -> bool | None:
+    """Return whether ZTF's ``isdiffpos`` marks a reference-minus-science difference.
+
+    Returns
+    -------
+    bool or None
+        True for ``'f'``/``'0'``/``'false'`` (reference minus science: the
+        candidate faded), False for ``'t'``/``'1'``/``'true'``, None when the
+        value is missing or unknown.
+
+    Examples
+    --------
+    >>> diff_is_flipped("t"), diff_is_flipped(b"f"), diff_is_flipped(None)
+    (False, True, None)
+    """
+    value = python_value(isdiffpos)
     text = str(value).strip().lower() if value is not None else ""
     if text in _POSITIVE:
         return False
@@ -287,9 +326,9 @@ def _decode_record(
     record: Mapping[str, Any], *, source: str, index: int, max_nan_fraction: float
 ) -> AlertTriplet | Skipped:
     """Turn one alert record into a triplet, or say why not. Never raises on bad data."""
-    candidate = _candidate_of(record)
-    candid = _to_python(record.get("candid", candidate.get("candid")))
-    object_id = _to_python(record.get("objectId"))
+    candidate = candidate_fields(record)
+    candid = python_value(record.get("candid", candidate.get("candid")))
+    object_id = python_value(record.get("objectId"))
 
     def skip(reason: str, detail: str) -> Skipped:
         return Skipped(source, reason, detail, candid=candid, record=index)
@@ -300,7 +339,7 @@ def _decode_record(
         candid = int(candid)
     except (TypeError, ValueError):
         return skip("missing_field", f"candid {candid!r} is not an integer")
-    flipped = _diff_is_flipped(candidate.get("isdiffpos"))
+    flipped = diff_is_flipped(candidate.get("isdiffpos"))
     if flipped is None:
         return skip("bad_isdiffpos", f"isdiffpos={candidate.get('isdiffpos')!r} is not t/f/1/0")
 
@@ -344,10 +383,10 @@ def _decode_record(
     prv = record.get("prv_candidates")
     prv_list = list(prv) if isinstance(prv, Iterable) and not isinstance(prv, str | bytes) else []
     meta: dict[str, Any] = {"candid": candid, "objectId": str(object_id)}
-    meta.update({name: _to_python(candidate.get(name)) for name in CANDIDATE_FIELDS})
+    meta.update({name: python_value(candidate.get(name)) for name in CANDIDATE_FIELDS})
     meta.update(
-        schemavsn=_to_python(record.get("schemavsn")),
-        publisher=_to_python(record.get("publisher")),
+        schemavsn=python_value(record.get("schemavsn")),
+        publisher=python_value(record.get("publisher")),
         n_prv_candidates=len(prv_list) if "prv_candidates" in record else None,
         n_prv_detections=sum(1 for p in prv_list if isinstance(p, Mapping) and p.get("candid") is not None)
         if "prv_candidates" in record else None,
@@ -374,7 +413,20 @@ def _parquet_records(path: Path) -> Iterator[Mapping[str, Any]]:
         yield from batch.to_pylist()
 
 
-def _records_reader(path: Path) -> Callable[[Path], Iterator[Mapping[str, Any]]] | None:
+def records_reader(path: Path) -> Callable[[Path], Iterator[Mapping[str, Any]]] | None:
+    """Return the record iterator for an alert file by its magic bytes (Avro or Parquet), None for neither.
+
+    The iterator yields one mapping per alert and raises whatever fastavro or
+    pyarrow raise on a damaged file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "x.avro"
+    >>> _ = path.write_bytes(b"not an alert")
+    >>> records_reader(path) is None
+    True
+    """
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic == _AVRO_MAGIC:
@@ -442,7 +494,7 @@ def iter_alerts(
 
 def _iter_file(path: Path, max_nan_fraction: float) -> Iterator[AlertTriplet | Skipped]:
     source = str(path)
-    reader = _records_reader(path)
+    reader = records_reader(path)
     if reader is None:
         yield Skipped(source, "unreadable_file", "neither Avro nor Parquet (unknown magic bytes)")
         return
@@ -469,7 +521,27 @@ def _iter_file(path: Path, max_nan_fraction: float) -> Iterator[AlertTriplet | S
         index += 1
 
 
-def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def alert_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Return the alert files named by ``paths``: files as given, folders searched recursively.
+
+    Folders contribute their ``*.avro``, ``*.parquet``, ``*.parq`` and ``*.pq``
+    files in sorted order.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a path does not exist.
+    ValueError
+        When ``paths`` is empty or no alert file is found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "b.avro").write_bytes(b""), (folder / "a.parquet").write_bytes(b"")
+    >>> [p.name for p in alert_files(folder)]
+    ['a.parquet', 'b.avro']
+    """
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not items:
         msg = "paths is empty: give alert files or folders"
@@ -548,7 +620,7 @@ def read_alerts(
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     seen: dict[int, str] = {}
-    for path in _expand(paths):
+    for path in alert_files(paths):
         if max_alerts is not None and len(triplets) >= max_alerts:
             break
         for item in iter_alerts(path, max_nan_fraction=limit):
@@ -594,7 +666,7 @@ def _relative_source(source: str, data_root: Path | None) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    value = _to_python(value)
+    value = python_value(value)
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 

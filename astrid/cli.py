@@ -2,16 +2,20 @@
 
 ``astrid run NOTEBOOK_OR_PRESET [-p NAME VALUE]... [--out DIR]``
     Execute a notebook or a preset of notebooks headlessly (papermill).
-``astrid run --preset full`` / ``astrid run --grid GRID.yaml``
-    The same for a named preset, or once per combination of a parameter grid.
-``astrid data build NAME [--out DIR]`` / ``astrid data verify PATH``
-    Rebuild a named dataset from its manifest, or check a dataset's file hashes.
+``astrid run --preset full`` / ``astrid run --grid GRID.yaml [--scheduler SCHEDULER]``
+    The same for a named preset, or once per combination of a parameter grid
+    (concurrently on a Dask cluster with ``--scheduler local`` or ``tcp://HOST:PORT``).
+``astrid data build NAME [--out DIR] [--scheduler SCHEDULER] [--resume]`` / ``astrid data verify PATH``
+    Rebuild a named dataset from its manifest (on a Dask cluster, finishing an
+    interrupted build), or check a dataset's file hashes.
 ``astrid models``
     List the models registered in the MLflow tracking store in use.
 ``astrid score-alerts PATH... --out scores.csv [--model NAME[:VERSION] | --bundle DIR]``
     Score ZTF alert packets (Avro/Parquet files or folders) with a U-Net: one CSV row per
     alert; packets that could not be scored are listed, with the reason, in
-    ``<out>.skipped.csv``.
+    ``<out>.skipped.csv``. The run's metrics and input statistics are logged to MLflow
+    (experiment ``astrid-monitoring``) dated by the alerts' JD range, or recorded in
+    ``scoring_*.json`` beside ``--out`` when the store is unreachable (``--no-tracking``: neither).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 import yaml
 
 __all__ = ["main"]
+
+SCHEDULER_HELP = ("where tasks run: serial, local (a Dask cluster on this machine), tcp://HOST:PORT "
+                  "or a scheduler.json (default: $ASTRID_DASK_SCHEDULER, else serial)")
 
 
 def _parse_value(text: str) -> Any:
@@ -50,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="run folder (new or empty); default papermill_runs/")
     run.add_argument("--no-progress", action="store_true", help="hide the cell progress bar")
+    run.add_argument("--scheduler", help=SCHEDULER_HELP + " (for --grid)")
 
     data = commands.add_parser("data", help="named datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -57,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("name", help="dataset name in data_manifests/ (e.g. quick, full)")
     build.add_argument("--out", type=Path, help="folder (default data/NAME)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    build.add_argument("--resume", action="store_true",
+                       help="finish an interrupted build in --out (fields with matching hashes are kept)")
+    build.add_argument("--scheduler", help=SCHEDULER_HELP)
     verify = data_commands.add_parser("verify", help="check a dataset's files against its hashes")
     verify.add_argument("path", type=Path, help="dataset folder or manifest.json")
 
@@ -74,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--max-nan-fraction", type=float, default=0.05,
                        help="replace NaN pixels by the stamp median up to this fraction (default 0.05)")
     score.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    score.add_argument("--no-tracking", action="store_true",
+                       help="do not log the scoring run (metrics, input statistics, dates) to MLflow")
     return parser
 
 
@@ -84,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {name: _parse_value(value) for name, value in args.parameters}
     if args.grid:
         batch, rows = runs.run_grid(args.grid, parameters=overrides, out=args.out,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, scheduler=args.scheduler)
         print(_table(rows))
         print(f"\nbatch folder: {batch}")
         return 0 if all(r["status"] == "succeeded" for r in rows) else 1
@@ -126,7 +139,8 @@ def _data(args: argparse.Namespace) -> int:
 
     source = WORKSPACE / "data_manifests" / f"{args.name}.json"
     out = args.out or WORKSPACE / "data" / args.name
-    manifest = regenerate(source, out, overwrite=args.overwrite)
+    manifest = regenerate(source, out, overwrite=args.overwrite, resume=args.resume,
+                          scheduler=args.scheduler, progress=True)
     print(f"{args.name}: {len(manifest)} samples in {manifest.root}")
     return 0
 
@@ -147,11 +161,11 @@ def _score_alerts(args: argparse.Namespace) -> int:
     the column as float and round them).
     """
     from astrid.manifest import atomic_write
-    from astrid.realdata import resolve_model, score_alerts
+    from astrid.realdata import load_alerts, resolve_model, score_alerts
 
     model, name, version = resolve_model(args.model, bundle=args.bundle, device=args.device)
-    table = score_alerts(args.paths, model, max_alerts=args.max_alerts, device=args.device,
-                         max_nan_fraction=args.max_nan_fraction, model_name=name, model_version=version)
+    alerts = load_alerts(args.paths, max_alerts=args.max_alerts, max_nan_fraction=args.max_nan_fraction)
+    table = score_alerts(alerts, model, device=args.device, model_name=name, model_version=version)
     bad = table["skipped_reason"] != ""
     skipped_path = args.out.with_name(f"{args.out.stem}.skipped.csv")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +180,14 @@ def _score_alerts(args: argparse.Namespace) -> int:
         print(f"skipped {row.source} (candid {row.candid}): {row.skipped_reason}", file=sys.stderr)
     label = f"{name}:{version}" if version else name
     print(f"scored {int((~bad).sum())} alerts with {label} -> {args.out}")
+    if not args.no_tracking and len(alerts):
+        from astrid.monitor import record_scoring
+
+        record = record_scoring(alerts, scores=table, model_name=name, model_version=version,
+                                label=" ".join(str(p) for p in args.paths), output_dir=args.out.parent)
+        where = f"run {record.tracked.run_id}" if record.tracked.tracked else record.tracked.local_record
+        print(f"logged the scoring run (MJD {record.statistics.mjd_start:.3f}-"
+              f"{record.statistics.mjd_end:.3f}) -> {where}")
     if bad.any():
         counts = table.loc[bad, "skipped_reason"].str.split(":").str[0].value_counts().to_dict()
         print(f"skipped {int(bad.sum())} {counts} -> {skipped_path}")
@@ -184,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "score-alerts":
             return _score_alerts(args)
         return _models()
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         print(f"astrid {args.command}: {err}", file=sys.stderr)
         return 2
 

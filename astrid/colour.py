@@ -14,10 +14,9 @@ exposure is absent from the others.
 * :func:`alert_colour_features` - the same columns for a real ZTF alert, from
   its own ``magpsf`` and the latest ``prv_candidates`` entry in each other
   filter (``fid``) within a time window;
-* :func:`compare_with_colour` - the kind classifier
-  (:class:`astrid.classic.KindClassifier`) trained with and without these
-  columns: transient-type macro-F1 and bogus rejection of both, and their
-  difference.
+* :data:`COLOUR_FEATURES` - the scale-free columns for the kind classifier
+  (compare models with and without them with
+  :func:`astrid.classic.feature_ablation`).
 
 Fluxes are in microjansky and signed along the candidate's change (positive
 when a band changes the same way as the detection, so a fading variable has
@@ -32,26 +31,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from astrid import detect, metrics
-from astrid.classes import TRANSIENT_KINDS
-from astrid.classic import KindClassifier
+from astrid import detect
 from astrid.manifest import Manifest, read_fits
 
 __all__ = [
     "COLOUR_COLUMNS",
     "COLOUR_FEATURES",
     "ZTF_FILTERS",
-    "ColourAblation",
     "alert_colour_features",
     "colour_columns",
     "colour_features",
-    "compare_with_colour",
 ]
 
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
@@ -202,16 +196,8 @@ def colour_features(
     if not (isinstance(max_gap, int | float) and max_gap >= 0):
         msg = f"max_gap must be a non-negative number of days, got {max_gap!r}"
         raise ValueError(msg)
-    if isinstance(candidates, pd.DataFrame):
-        missing = [c for c in ("x", "y") if c not in candidates.columns]
-        if missing:
-            msg = f"candidates lacks columns {missing}"
-            raise ValueError(msg)
-        positions = candidates[["x", "y"]]
-    else:
-        xy = np.asarray(candidates, dtype=float)
-        positions = pd.DataFrame(xy.reshape(-1, 2) if xy.size else np.zeros((0, 2)), columns=["x", "y"])
-    sign = np.ones(len(positions))
+    xy, index = detect.candidate_positions(candidates)
+    sign = np.ones(len(xy))
     if isinstance(candidates, pd.DataFrame) and "sign" in candidates.columns:
         sign = np.where(candidates["sign"].to_numpy(float) < 0, -1.0, 1.0)
     flux, error = {}, {}
@@ -224,23 +210,23 @@ def colour_features(
             if key not in header:
                 msg = f"difference of sample {other['id']!r} lacks header {key!r} (flux scale)"
                 raise ValueError(msg)
-        forced = detect.forced_photometry(difference, positions, psf=psf)
+        forced = detect.forced_photometry(difference, xy, psf=psf)
         to_microjansky = 10.0 ** (-0.4 * (float(header["ZP"]) - _AB_MICROJANSKY)) / float(header["FD"])
         flux[b] = forced["flux"].to_numpy() * to_microjansky * sign
         error[b] = forced["flux_error"].to_numpy() * to_microjansky
     for b in bands:
-        flux.setdefault(b, np.full(len(positions), np.nan))
-        error.setdefault(b, np.full(len(positions), np.nan))
-    return _finish(flux, error, list(bands), positions.index)
+        flux.setdefault(b, np.full(len(xy), np.nan))
+        error.setdefault(b, np.full(len(xy), np.nan))
+    return _finish(flux, error, list(bands), index)
 
 
 def _alert_flux(entry: Mapping[str, Any]) -> tuple[float, float] | None:
     """Signed flux and error (microjansky) of an alert or history entry; 0 ± limit/5 for an upper limit."""
-    from astrid.alerts import _diff_is_flipped
+    from astrid.alerts import diff_is_flipped
 
     mag, err = entry.get("magpsf"), entry.get("sigmapsf")
     if mag is not None and err is not None and math.isfinite(mag) and math.isfinite(err):
-        flipped = _diff_is_flipped(entry.get("isdiffpos"))
+        flipped = diff_is_flipped(entry.get("isdiffpos"))
         if flipped is None:
             return None
         size = 10.0 ** (-0.4 * (float(mag) - _AB_MICROJANSKY))
@@ -295,13 +281,13 @@ def alert_colour_features(
     >>> round(alert_colour_features(alert, bands=("g", "r"))["colour_g_r"], 2)
     -0.3
     """
-    from astrid.alerts import _candidate_of
+    from astrid.alerts import candidate_fields
 
     columns = colour_columns(bands)
     if not (isinstance(max_gap, int | float) and max_gap >= 0):
         msg = f"max_gap must be a non-negative number of days, got {max_gap!r}"
         raise ValueError(msg)
-    candidate = _candidate_of(alert)
+    candidate = candidate_fields(alert)
     fid, jd = candidate.get("fid"), candidate.get("jd")
     own = _alert_flux(candidate) if candidate.get("magpsf") is not None else None
     if fid not in ZTF_FILTERS or jd is None or own is None:
@@ -327,135 +313,3 @@ def alert_colour_features(
     error = {b: np.array([found[b][1] if b in found else np.nan]) for b in bands}
     row = _finish(flux, error, list(bands), pd.RangeIndex(1))
     return {c: float(row.loc[0, c]) for c in columns}
-
-
-@dataclass
-class ColourAblation:
-    """The kind classifier with and without colour (:func:`compare_with_colour`).
-
-    Attributes
-    ----------
-    without_colour, with_colour : dict
-        ``type_macro_f1`` (macro-F1 over :data:`astrid.classes.TRANSIENT_KINDS`
-        of the test candidates that are real transients and are called one, as
-        the study reports it), ``f1_<kind>`` (the F1 of each of them),
-        ``bogus_rejection`` (fraction of bogus test
-        candidates - artifacts and noise - not called a transient) and
-        ``real_recall`` (fraction of real transients called a transient).
-    difference : dict
-        ``with_colour - without_colour`` of each metric.
-    n_train, n_test : int
-        Rows of the two tables.
-    features, colour : tuple of str
-        The columns of the model without colour, and the colour columns added.
-    """
-
-    without_colour: dict[str, float]
-    with_colour: dict[str, float]
-    difference: dict[str, float]
-    n_train: int
-    n_test: int
-    features: tuple[str, ...] = ()
-    colour: tuple[str, ...] = ()
-    classifiers: dict[str, KindClassifier] = field(default_factory=dict, repr=False)
-
-    def table(self) -> pd.DataFrame:
-        """Return the metrics as rows and ``without colour``, ``with colour``, ``difference`` as columns."""
-        return pd.DataFrame({"without colour": self.without_colour, "with colour": self.with_colour,
-                             "difference": self.difference})
-
-
-def _scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    real, called = np.isin(true, TRANSIENT_KINDS), np.isin(pred, TRANSIENT_KINDS)
-    hit = real & called
-
-    def f1(labels: Sequence[str]) -> float:
-        return metrics.macro_f1(true[hit], pred[hit], labels) if hit.any() else math.nan
-
-    return {
-        "type_macro_f1": f1(TRANSIENT_KINDS),
-        **{f"f1_{kind}": f1([kind]) for kind in TRANSIENT_KINDS},
-        "bogus_rejection": float(np.mean(~called[~real])) if (~real).any() else math.nan,
-        "real_recall": float(np.mean(called[real])) if real.any() else math.nan,
-    }
-
-
-def compare_with_colour(
-    train_table: pd.DataFrame,
-    test_table: pd.DataFrame,
-    *,
-    features: Sequence[str] = detect.FEATURE_COLUMNS,
-    colour: Sequence[str] = COLOUR_FEATURES,
-    kind_column: str = "kind",
-    max_iter: int = 300,
-    seed: int = 0,
-    n_threads: int | None = None,
-) -> ColourAblation:
-    """Train the kind classifier with and without the colour columns and compare them on a test table.
-
-    Parameters
-    ----------
-    train_table, test_table : pandas.DataFrame
-        One row per candidate with ``features``, ``colour`` (NaN = band
-        missing) and the true kind in ``kind_column`` (a transient kind, an
-        artifact kind, or e.g. ``"background"`` for a noise peak).
-    features : sequence of str
-        Columns of the model without colour (default the hand features of
-        :func:`astrid.detect.candidate_features`).
-    colour : sequence of str
-        Columns added for the model with colour.
-    kind_column : str
-        Column of the true kinds.
-    max_iter, seed, n_threads
-        As for :class:`astrid.classic.KindClassifier`.
-
-    Returns
-    -------
-    ColourAblation
-        Both models' metrics on ``test_table`` and their difference.
-
-    Raises
-    ------
-    ValueError
-        On missing columns, an empty table or fewer than two kinds to train on.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> kinds = np.repeat(["supernova", "moving", "cosmic_ray"], 60)
-    >>> table = pd.DataFrame({"peak_score": rng.normal(0, 1, 180) + (kinds == "cosmic_ray") * 3,
-    ...                       "snr_r": np.where(kinds == "moving", 0.0, 20.0) + rng.normal(0, 1, 180),
-    ...                       "kind": kinds})
-    >>> table.loc[::5, "snr_r"] = np.nan  # a band missing now and then
-    >>> result = compare_with_colour(table[::2], table[1::2], features=["peak_score"],
-    ...                              colour=["snr_r"], n_threads=1)
-    >>> bool(result.difference["type_macro_f1"] > 0)
-    True
-    """
-    features, colour = tuple(features), tuple(colour)
-    for name, table in (("train_table", train_table), ("test_table", test_table)):
-        missing = [c for c in (*features, *colour, kind_column) if c not in table.columns]
-        if missing:
-            msg = f"{name} lacks columns {missing}"
-            raise ValueError(msg)
-        if table.empty:
-            msg = f"{name} is empty"
-            raise ValueError(msg)
-    true = test_table[kind_column].to_numpy(dtype=object).astype(str)
-    results, classifiers = {}, {}
-    for name, columns in (("without", features), ("with", features + colour)):
-        clf = KindClassifier(features=columns, max_iter=max_iter, seed=seed, n_threads=n_threads)
-        clf.fit(train_table, train_table[kind_column].to_numpy(dtype=object).astype(str))
-        results[name] = _scores(true, clf.predict(test_table))
-        classifiers[name] = clf
-    without, with_colour = results["without"], results["with"]
-    return ColourAblation(
-        without_colour=without,
-        with_colour=with_colour,
-        difference={k: with_colour[k] - without[k] for k in without},
-        n_train=len(train_table),
-        n_test=len(test_table),
-        features=features,
-        colour=colour,
-        classifiers=classifiers,
-    )

@@ -15,9 +15,10 @@ real ZTF alerts the same numbers from their ``prv_candidates`` history:
   each candidate (an extra input channel for a CNN);
 * :func:`alert_context`, :func:`alert_contexts` - the same columns from a ZTF
   alert's ``prv_candidates``;
-* :func:`kind_table` and :func:`compare_with_context` - the ablation: the kind
-  classifier (:class:`astrid.classic.KindClassifier`) trained with and without
-  the context columns, per-kind recall and transient-type macro-F1 of both.
+* :func:`kind_table` - the study's candidates with their true kind, hand
+  features and context: the input of the kind classifier's ablation
+  (:func:`astrid.classic.feature_ablation`, with and without
+  :data:`CONTEXT_COLUMNS`).
 
 Fluxes are in microjansky (AB magnitude 23.9), signed: positive where the
 science image is brighter than the reference. What each pattern means:
@@ -33,26 +34,22 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from astrid import detect, metrics
-from astrid.classes import TRANSIENT_KINDS
-from astrid.classic import KindClassifier
+from astrid import detect
 from astrid.manifest import Manifest, read_fits
 
 __all__ = [
     "CONTEXT_COLUMNS",
-    "ContextComparison",
     "ContextStamps",
     "EpochImages",
     "alert_context",
     "alert_contexts",
-    "compare_with_context",
     "context_features",
     "context_stamps",
     "epoch_context",
@@ -186,39 +183,29 @@ def read_epoch(manifest: Manifest, sample: Mapping[str, Any]) -> EpochImages:
     )
 
 
-def _field_epochs(manifest: Manifest, sample: Mapping[str, Any], *, causal: bool) -> list[dict[str, Any]]:
-    """Return the other samples of ``sample``'s field and band in time order (earlier ones when causal)."""
+def _field_epochs(manifest: Manifest, sample: Mapping[str, Any], *, causal: bool,
+                  within_days: float | None = None) -> list[dict[str, Any]]:
+    """Return the other samples of ``sample``'s field in time order (earlier ones when causal).
+
+    Only those of ``sample``'s band, or with ``within_days`` those of any band
+    at most that many days away.
+    """
     for key in ("field", "mjd"):
         if sample.get(key) is None:
             msg = f"sample {sample.get('id')!r} has no {key!r}; the temporal context needs it"
             raise ValueError(msg)
+    now = float(sample["mjd"])
     others = [
         s for s in manifest.samples
-        if s.get("field") == sample["field"] and s.get("band") == sample.get("band")
-        and s.get("id") != sample.get("id") and s.get("mjd") is not None
-        and (not causal or float(s["mjd"]) < float(sample["mjd"]))
+        if s.get("field") == sample["field"] and s.get("id") != sample.get("id") and s.get("mjd") is not None
+        and (s.get("band") == sample.get("band") if within_days is None
+             else abs(float(s["mjd"]) - now) <= within_days)
+        and (not causal or float(s["mjd"]) < now)
     ]
     return sorted(others, key=lambda s: float(s["mjd"]))
 
 
 # --------------------------------------------------------------------------- measurements
-
-
-def _positions(candidates: pd.DataFrame | ArrayLike) -> tuple[np.ndarray, pd.Index]:
-    if isinstance(candidates, pd.DataFrame):
-        missing = [c for c in ("x", "y") if c not in candidates.columns]
-        if missing:
-            msg = f"candidates lacks columns {missing}"
-            raise ValueError(msg)
-        xy, index = candidates[["x", "y"]].to_numpy(dtype=float), candidates.index
-    else:
-        xy = np.asarray(candidates, dtype=float)
-        xy = xy.reshape(-1, 2) if xy.size else np.zeros((0, 2))
-        index = pd.RangeIndex(len(xy))
-    if not np.all(np.isfinite(xy)):
-        msg = "candidates contains NaN or infinite positions"
-        raise ValueError(msg)
-    return xy, index
 
 
 def _windows(image: np.ndarray, pixels: np.ndarray, half: int) -> np.ndarray:
@@ -237,14 +224,19 @@ class _Spot:
     """What one epoch shows at each candidate position."""
 
     score: np.ndarray  # signed S_corr of largest modulus within the match radius (nan: not measurable)
-    flux: np.ndarray  # forced PSF flux of D, microjansky
+    flux: np.ndarray  # forced PSF flux of D (astrid.detect.forced_photometry), microjansky
 
 
 def _measure(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> _Spot:
     """Signed peak S_corr within ``match_radius`` and forced PSF-fit flux of D at each position."""
+    return _Spot(_peak_score(epoch, xy, match_radius), _forced_flux(epoch, xy))
+
+
+def _peak_score(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> np.ndarray:
+    """Signed S_corr of largest modulus within ``match_radius`` of each position (nan: not measurable)."""
     n = len(xy)
     if n == 0:
-        return _Spot(np.zeros(0), np.zeros(0))
+        return np.zeros(0)
     pixels = np.floor(xy + 0.5).astype(int)
     score = epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
     r = max(1, math.ceil(match_radius))
@@ -255,32 +247,28 @@ def _measure(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> _Spot:
     valid = np.isfinite(flat).any(axis=1)
     centre = win[:, r, r]
     pick = np.argmax(np.where(np.isfinite(flat), np.abs(flat), -1.0), axis=1)
-    signed = np.where(valid & np.isfinite(centre), flat[np.arange(n), pick], np.nan)
-    # forced photometry: least-squares flux of the unit-sum PSF of D centred on the pixel
-    psf = epoch.psf_difference
-    half_y, half_x = psf.shape[0] // 2, psf.shape[1] // 2
-    half = max(half_y, half_x)
-    kernel = np.pad(psf, ((half - half_y, half - half_y), (half - half_x, half - half_x)))
+    return np.where(valid & np.isfinite(centre), flat[np.arange(n), pick], np.nan)
+
+
+def _forced_flux(epoch: EpochImages, xy: np.ndarray) -> np.ndarray:
+    """Return the forced PSF-fit flux of D at each position (:func:`astrid.detect.forced_photometry`), uJy."""
+    if len(xy) == 0:
+        return np.zeros(0)
     difference = epoch.difference if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.difference)
-    d = _windows(difference, pixels, half)
-    good = np.isfinite(d)
-    p = np.where(good, kernel[None], 0.0)
-    sumsq = np.sum(p * p, axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flux = np.where(sumsq > 0.5 * np.sum(kernel**2), np.sum(np.where(good, d, 0.0) * p, axis=(1, 2))
-                        / sumsq, np.nan)
-    return _Spot(signed, flux * epoch.microjansky_per_flux)
+    flux = detect.forced_photometry(difference, xy, psf=epoch.psf_difference)["flux"].to_numpy()
+    return flux * epoch.microjansky_per_flux
 
 
 def _point_sources(epoch: EpochImages, threshold: float) -> pd.DataFrame:
-    """Return the S_corr peaks beyond ``threshold`` that pass the baseline's shape cuts.
+    """Return the S_corr peaks beyond ``threshold`` that pass the baseline's sharpness and dipole cuts.
 
     :func:`astrid.detect.candidates_from_score` on D: the sharpness cut drops
     cosmic rays and hot pixels, which would otherwise pose as a moving object's
-    other self.
+    other self; elongated peaks are kept, since a fast asteroid trails.
     """
     peaks = detect.candidates_from_score(epoch.score, difference=epoch.difference, mask=epoch.mask,
-                                         threshold=threshold, psf=epoch.psf_difference)
+                                         threshold=threshold, psf=epoch.psf_difference,
+                                         max_elongation=math.inf)
     return peaks.loc[peaks["passes_cuts"], ["x", "y", "sign"]]
 
 
@@ -289,6 +277,7 @@ def context_features(
     current: EpochImages,
     others: Sequence[EpochImages],
     *,
+    partners: Sequence[EpochImages] | None = None,
     threshold: float = 5.0,
     match_radius: float = 2.0,
     motion_radius: float = 100.0,
@@ -313,6 +302,10 @@ def context_features(
         The epoch the candidates were found in.
     others : sequence of EpochImages
         The other epochs to look at (earlier ones only for a causal context).
+    partners : sequence of EpochImages, optional
+        The epochs searched for a moving object's other self (default
+        ``others``): e.g. every band of the same night, since the position of
+        a detection does not depend on the band it was taken in.
     threshold : float
         Detection threshold in S_corr sigma.
     match_radius : float
@@ -353,9 +346,9 @@ def context_features(
             standard deviation over mean of ``|flux|`` over the detections at
             the position, this epoch's included (about 0 for a hot pixel);
         ``motion_distance``, ``motion_rate``
-            arcsec to, and arcsec per hour implied by, the point-like detection
-            (passing the shape cuts of
-            :func:`astrid.detect.candidates_from_score`) of the candidate's
+            arcsec to, and arcsec per hour implied by, the detection (passing
+            the sharpness and dipole cuts of
+            :func:`astrid.detect.candidates_from_score`; trailed ones too) of the candidate's
             sign and most similar flux (within
             ``motion_flux_ratio``) in another epoch at most ``motion_days``
             away, that lies beyond ``match_radius`` and within
@@ -379,17 +372,18 @@ def context_features(
     >>> f[["n_prior_detections", "days_since_first_detection", "flux_rate"]].round(1).to_dict("records")
     [{'n_prior_detections': 2.0, 'days_since_first_detection': 2.0, 'flux_rate': 273.0}]
     """
-    xy, index = _positions(candidates)
+    xy, index = detect.candidate_positions(candidates)
     for name, value in (("threshold", threshold), ("match_radius", match_radius),
                         ("motion_radius", motion_radius), ("motion_days", motion_days),
                         ("motion_flux_ratio", motion_flux_ratio), ("pixel_scale", pixel_scale)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             msg = f"{name} must be a positive number, got {value!r}"
             raise ValueError(msg)
-    if not isinstance(current, EpochImages) or not all(isinstance(e, EpochImages) for e in others):
-        msg = "current and others must be EpochImages"
+    partners = others if partners is None else partners
+    if not all(isinstance(e, EpochImages) for e in (current, *others, *partners)):
+        msg = "current, others and partners must be EpochImages"
         raise ValueError(msg)
-    for epoch in others:
+    for epoch in (*others, *partners):
         if epoch.score.shape != current.score.shape:
             msg = f"epoch {epoch.name!r} has shape {epoch.score.shape}, expected {current.score.shape}"
             raise ValueError(msg)
@@ -440,7 +434,7 @@ def context_features(
         spread = np.sqrt(np.maximum((magnitude**2).sum(axis=0) / count - mean**2, 0.0))
         out["flux_scatter"] = np.where((count >= 2) & (mean > 0), spread / mean, np.nan)
 
-    distance, hours = _motion(xy, sign, flux_now, current, others, scores, threshold=threshold,
+    distance, hours = _motion(xy, sign, flux_now, current, partners, threshold=threshold,
                               match_radius=match_radius, max_pixels=motion_radius / pixel_scale,
                               max_days=motion_days, max_ratio=motion_flux_ratio)
     out["motion_distance"] = distance * pixel_scale
@@ -450,7 +444,7 @@ def context_features(
 
 
 def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochImages,
-            others: Sequence[EpochImages], scores: np.ndarray, *, threshold: float, match_radius: float,
+            partners: Sequence[EpochImages], *, threshold: float, match_radius: float,
             max_pixels: float, max_days: float, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixel distance to each candidate's moving-object partner, and the hours between the two epochs.
 
@@ -460,21 +454,24 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
     """
     n = len(xy)
     best, hours, cost = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
-    for k, epoch in enumerate(others):
+    for epoch in partners:
+        if not 0 < abs(current.mjd - epoch.mjd) <= max_days:
+            continue
         # the candidate's spot is empty in that epoch ...
-        empty = np.isfinite(scores[k]) & (np.abs(scores[k]) < threshold)
-        if not empty.any() or not 0 < abs(current.mjd - epoch.mjd) <= max_days:
+        there = _peak_score(epoch, xy, match_radius)
+        empty = np.isfinite(there) & (np.abs(there) < threshold)
+        if not empty.any():
             continue
         peaks = _point_sources(epoch, threshold)
         if peaks.empty:
             continue
         pxy = peaks[["x", "y"]].to_numpy(float)
         # ... and the partner's spot is empty now
-        gone = np.abs(np.nan_to_num(_measure(current, pxy, match_radius).score)) < threshold
+        gone = np.abs(np.nan_to_num(_peak_score(current, pxy, match_radius))) < threshold
         pxy, psign = pxy[gone], peaks["sign"].to_numpy(float)[gone]
         if not len(pxy):
             continue
-        pflux = _measure(epoch, pxy, match_radius).flux
+        pflux = _forced_flux(epoch, pxy)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.abs(pflux[None, :]) / np.abs(flux[:, None])
             mismatch = np.abs(np.log(ratio))
@@ -519,6 +516,11 @@ def epoch_context(
 ) -> pd.DataFrame:
     """Temporal context of one epoch's candidates from the other epochs of the same field.
 
+    The light curve comes from the epochs in the sample's band; the moving-object
+    partner is searched in every band's epochs within ``motion_days`` (a field's
+    samples share one pixel grid, and an asteroid's position does not depend on
+    the filter).
+
     Parameters
     ----------
     manifest : Manifest
@@ -553,8 +555,17 @@ def epoch_context(
     if not isinstance(causal, bool):
         msg = f"causal must be True or False, got {causal!r}"
         raise ValueError(msg)
-    others = [read_epoch(manifest, s) for s in _field_epochs(manifest, sample, causal=causal)]
-    return context_features(candidates, read_epoch(manifest, sample), others, threshold=threshold,
+    if not (isinstance(motion_days, int | float) and math.isfinite(motion_days) and motion_days > 0):
+        msg = f"motion_days must be a positive number, got {motion_days!r}"
+        raise ValueError(msg)
+    same_band = _field_epochs(manifest, sample, causal=causal)
+    same_night = _field_epochs(manifest, sample, causal=causal, within_days=motion_days)
+    needed = {s["id"]: s for s in (*same_band, *same_night)}
+    read = {sid: read_epoch(manifest, s) for sid, s in needed.items()}
+    others = [read[s["id"]] for s in same_band]
+    partners = [read[s["id"]] for s in same_night]
+    return context_features(candidates, read_epoch(manifest, sample), others, partners=partners,
+                            threshold=threshold,
                             match_radius=match_radius, motion_radius=motion_radius,
                             motion_days=motion_days, motion_flux_ratio=motion_flux_ratio,
                             pixel_scale=_pixel_scale(sample, pixel_scale))
@@ -610,7 +621,7 @@ def context_stamps(
     ValueError
         On bad positions, a bad ``size`` or a sample without ``field``/``mjd``.
     """
-    xy, _ = _positions(candidates)
+    xy, _ = detect.candidate_positions(candidates)
     if int(size) != size or size < 1 or size % 2 == 0:
         msg = f"size must be a positive odd integer, got {size!r}"
         raise ValueError(msg)
@@ -630,14 +641,14 @@ def context_stamps(
 
 
 def _signed_flux(entry: Mapping[str, Any]) -> tuple[float, float]:
-    """Signed difference flux (microjansky) and S/N of one alert detection, (nan, nan) if none."""
-    from astrid.alerts import _to_python
+    """Signed difference flux (microjansky) and S/N of one alert detection (nan without one or its sign)."""
+    from astrid.alerts import diff_is_flipped, python_value
 
-    mag, sigma = _to_python(entry.get("magpsf")), _to_python(entry.get("sigmapsf"))
-    if mag is None:
+    mag, sigma = python_value(entry.get("magpsf")), python_value(entry.get("sigmapsf"))
+    flipped = diff_is_flipped(entry.get("isdiffpos"))
+    if mag is None or flipped is None:
         return math.nan, math.nan
-    positive = str(_to_python(entry.get("isdiffpos"))).strip().lower() in {"t", "1", "true"}
-    sign = 1.0 if positive else -1.0
+    sign = -1.0 if flipped else 1.0
     snr = _MAG_PER_SNR / float(sigma) if sigma else math.nan
     return sign * 10.0 ** (-0.4 * (float(mag) - _AB_MICROJANSKY)), sign * snr
 
@@ -691,14 +702,14 @@ def alert_context(record: Mapping[str, Any]) -> pd.Series:
     >>> int(c.n_prior_detections), float(c.days_since_first_detection), float(c.mag_rate)
     (1, 2.0, -0.5)
     """
-    from astrid.alerts import _candidate_of, _to_python
+    from astrid.alerts import candidate_fields, python_value
 
     if not isinstance(record, Mapping):
         msg = f"record must be a mapping (one alert), got {type(record).__name__}"
         raise ValueError(msg)
-    cand = _candidate_of(record)
-    jd = _to_python(cand.get("jd"))
-    if jd is None or _to_python(cand.get("magpsf")) is None:
+    cand = candidate_fields(record)
+    jd = python_value(cand.get("jd"))
+    if jd is None or python_value(cand.get("magpsf")) is None:
         msg = f"alert {record.get('candid')!r} has no candidate jd/magpsf"
         raise ValueError(msg)
     jd = float(jd)
@@ -711,11 +722,11 @@ def alert_context(record: Mapping[str, Any]) -> pd.Series:
     if not all(isinstance(p, Mapping) for p in history):
         msg = "prv_candidates must be a list of mappings"
         raise ValueError(msg)
-    earlier = sorted((p for p in history if _to_python(p.get("jd")) is not None and float(p["jd"]) < jd),
+    earlier = sorted((p for p in history if python_value(p.get("jd")) is not None and float(p["jd"]) < jd),
                      key=lambda p: float(p["jd"]))
     flux_now, _ = _signed_flux(cand)
     sign = math.copysign(1.0, flux_now)
-    det = [(p, *_signed_flux(p)) for p in earlier if _to_python(p.get("magpsf")) is not None]
+    det = [(p, *_signed_flux(p)) for p in earlier if python_value(p.get("magpsf")) is not None]
     out = dict.fromkeys(CONTEXT_COLUMNS, math.nan)
     out["n_prior_epochs"] = float(len(earlier))
     out["n_prior_detections"] = float(len(det))
@@ -723,8 +734,8 @@ def alert_context(record: Mapping[str, Any]) -> pd.Series:
     out["n_opposite_sign"] = float(sum(1 for _, f, _ in det if math.copysign(1.0, f) != sign))
     if det:
         out["days_since_first_detection"] = jd - float(det[0][0]["jd"])
-    fid = _to_python(cand.get("fid"))
-    same = [p for p in earlier if _to_python(p.get("fid")) == fid]
+    fid = python_value(cand.get("fid"))
+    same = [p for p in earlier if python_value(p.get("fid")) == fid]
     if same:
         prev = same[-1]
         dt = jd - float(prev["jd"])
@@ -740,16 +751,16 @@ def alert_context(record: Mapping[str, Any]) -> pd.Series:
     if magnitudes.size >= 2:
         out["flux_scatter"] = float(np.std(magnitudes) / np.mean(magnitudes))
     positions = [p for p, _, _ in det
-                 if _to_python(p.get("ra")) is not None and _to_python(p.get("dec")) is not None]
+                 if python_value(p.get("ra")) is not None and python_value(p.get("dec")) is not None]
     if positions and cand.get("ra") is not None and cand.get("dec") is not None:
         last = positions[-1]
         distance = _arcsec(float(last["ra"]), float(last["dec"]), float(cand["ra"]), float(cand["dec"]))
         out["motion_distance"] = distance
         hours = (jd - float(last["jd"])) * 24.0
         out["motion_rate"] = distance / hours if hours > 0 else math.nan
-    ss = _to_python(cand.get("ssdistnr"))
+    ss = python_value(cand.get("ssdistnr"))
     out["ss_distance"] = float(ss) if ss is not None and float(ss) >= 0 else math.nan
-    return pd.Series(out, name=_to_python(record.get("candid", cand.get("candid"))), dtype=float)
+    return pd.Series(out, name=python_value(record.get("candid", cand.get("candid"))), dtype=float)
 
 
 def alert_contexts(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -772,11 +783,11 @@ def alert_contexts(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd
     FileNotFoundError, ValueError
         As :func:`astrid.alerts.read_alerts` for missing paths.
     """
-    from astrid.alerts import _expand, _records_reader
+    from astrid.alerts import alert_files, records_reader
 
     rows = []
-    for path in _expand(paths):
-        reader = _records_reader(path)
+    for path in alert_files(paths):
+        reader = records_reader(path)
         if reader is None:
             log.warning("%s is neither Avro nor Parquet; skipped", path)
             continue
@@ -805,9 +816,10 @@ def kind_table(
     *,
     method: str = "baseline",
     causal: bool = True,
+    bands: Sequence[str] | None = None,
     **context_options: Any,
 ) -> pd.DataFrame:
-    """Candidates of the study with their true kind, hand features and temporal context.
+    """Candidates of the study with their true kind, hand features, temporal context and colour.
 
     Parameters
     ----------
@@ -819,6 +831,9 @@ def kind_table(
         Which detector's candidates to use.
     causal : bool
         See :func:`epoch_context`.
+    bands : sequence of str, optional
+        Also measure each candidate in these bands of the same night
+        (:func:`astrid.colour.colour_features`; the dataset needs them).
     **context_options
         Options of :func:`epoch_context` (``threshold``, ``motion_radius``, ...).
 
@@ -826,10 +841,12 @@ def kind_table(
     -------
     pandas.DataFrame
         One row per candidate matched as the study matches them
-        (:mod:`astrid.metrics`): ``sample``, ``field``, ``epoch``, ``x``,
-        ``y``, ``kind`` (true kind; ``background`` when it matches nothing),
-        ``object_id`` (truth object, ``""`` when none), the columns of
-        :data:`astrid.detect.FEATURE_COLUMNS` and :data:`CONTEXT_COLUMNS`.
+        (:mod:`astrid.metrics`): ``sample``, ``field``, ``epoch``,
+        ``split``, ``band``, ``x``, ``y``, ``kind`` (true kind;
+        ``background`` when it matches nothing), ``object_id`` (truth object,
+        ``""`` when none), the columns of :data:`astrid.detect.FEATURE_COLUMNS`
+        and :data:`CONTEXT_COLUMNS`, and with ``bands`` those of
+        :func:`astrid.colour.colour_columns`.
         Candidates on ambiguous (faint) or unusable truth are left out, as in
         the study's training table.
 
@@ -838,7 +855,8 @@ def kind_table(
     ValueError
         On an unknown ``method``.
     """
-    from astrid.evaluate import _match  # the study's own matching; imported here to keep the layers apart
+    from astrid.colour import colour_features
+    from astrid.evaluate import match_candidates  # imported here: evaluate sits above this module
 
     if method not in ("baseline", "unet"):
         msg = f"method must be 'baseline' or 'unet', got {method!r}"
@@ -848,7 +866,7 @@ def kind_table(
         cands = image.baseline if method == "baseline" else image.unet
         if cands.empty:
             continue
-        table = _match(image, method, "peak_score" if method == "baseline" else "score")
+        table = match_candidates(image, method, "peak_score" if method == "baseline" else "score")
         matched = table.truth_index >= 0
         ignored = np.zeros(len(cands), bool)
         ignored[matched] = table.truth_ignore[table.truth_index[matched]]
@@ -858,144 +876,19 @@ def kind_table(
         if "object_id" in image.truth:
             objects[matched] = image.truth["object_id"].to_numpy(str)[table.truth_index[matched]]
         context = epoch_context(manifest, image.sample, cands, causal=causal, **context_options)
-        frame = pd.concat([
-            pd.DataFrame({"sample": image.sample.get("id"), "field": image.sample.get("field"),
-                          "epoch": image.sample.get("epoch"), "x": cands["x"].to_numpy(float),
-                          "y": cands["y"].to_numpy(float), "kind": kinds, "object_id": objects}),
+        sample = image.sample
+        parts = [
+            pd.DataFrame({**{key: sample.get(key) for key in ("id", "field", "epoch", "split", "band")},
+                          "x": cands["x"].to_numpy(float), "y": cands["y"].to_numpy(float), "kind": kinds,
+                          "object_id": objects}).rename(columns={"id": "sample"}),
             cands[list(detect.FEATURE_COLUMNS)].reset_index(drop=True),
             context.reset_index(drop=True),
-        ], axis=1)
+        ]
+        if bands is not None:
+            parts.append(colour_features(manifest, sample, cands, bands=bands).reset_index(drop=True))
+        frame = pd.concat(parts, axis=1)
         frames.append(frame[~ignored])
     if not frames:
         msg = "no candidates in images"
         raise ValueError(msg)
     return pd.concat(frames, ignore_index=True)
-
-
-@dataclass
-class ContextComparison:
-    """The kind classifier with and without the context columns (:func:`compare_with_context`).
-
-    Attributes
-    ----------
-    summary : pandas.DataFrame
-        Rows ``type_macro_f1`` (over all test candidates, transient kinds
-        averaged: an artifact typed as a supernova is a false supernova),
-        ``type_macro_f1_transients`` (over true transients only, as the
-        study's ``type_macro_f1``), then ``recall/<kind>`` (share of the
-        candidates of each true kind typed as that kind); columns ``without``,
-        ``with``, ``difference`` (with minus without) and ``n`` (test
-        candidates behind each row).
-    predictions : pandas.DataFrame
-        Test rows: ``kind``, ``without``, ``with`` (predicted kinds).
-    classifiers : dict
-        ``{"without": KindClassifier, "with": KindClassifier}``.
-    """
-
-    summary: pd.DataFrame
-    predictions: pd.DataFrame
-    classifiers: dict[str, KindClassifier] = field(default_factory=dict)
-
-
-def _kind_scores(true: np.ndarray, pred: np.ndarray, kinds: Sequence[str]) -> dict[str, float]:
-    transient = np.isin(true, list(TRANSIENT_KINDS))
-    out = {
-        "type_macro_f1": metrics.macro_f1(true, pred, TRANSIENT_KINDS),
-        "type_macro_f1_transients": (metrics.macro_f1(true[transient], pred[transient], TRANSIENT_KINDS)
-                                     if transient.any() else math.nan),
-    }
-    for kind in kinds:
-        sel = true == kind
-        out[f"recall/{kind}"] = float(np.mean(pred[sel] == kind)) if sel.any() else math.nan
-    return out
-
-
-def compare_with_context(
-    train_table: pd.DataFrame,
-    test_table: pd.DataFrame,
-    *,
-    base_columns: Sequence[str] = detect.FEATURE_COLUMNS,
-    context_columns: Sequence[str] = CONTEXT_COLUMNS,
-    kind_column: str = "kind",
-    seed: int = 0,
-    n_threads: int | None = 1,
-) -> ContextComparison:
-    """Train the kind classifier without and with the context columns; score both on the test table.
-
-    Any extra feature columns can stand in for the context (e.g. colour
-    features): the comparison is ``base_columns`` against ``base_columns +
-    context_columns``. NaN context values (no history) are allowed.
-
-    Parameters
-    ----------
-    train_table, test_table : pandas.DataFrame
-        Candidate tables (e.g. :func:`kind_table` of the train and test
-        splits) with ``base_columns``, ``context_columns`` and ``kind_column``.
-    base_columns : sequence of str
-        Features of the model without context.
-    context_columns : sequence of str
-        Features added for the model with context.
-    kind_column : str
-        Column with the true kind.
-    seed : int
-        Classifier seed.
-    n_threads : int, optional
-        Thread limit while fitting.
-
-    Returns
-    -------
-    ContextComparison
-
-    Raises
-    ------
-    ValueError
-        On missing columns, empty tables, infinite features, fewer than two
-        training kinds, or overlapping column sets.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> def table(n):
-    ...     kind = rng.choice(["supernova", "variable"], n)
-    ...     return pd.DataFrame({"kind": kind, "peak_score": rng.normal(8, 1, n),
-    ...                          "n_opposite_sign": np.where(kind == "variable", 2.0, 0.0)})
-    >>> c = compare_with_context(table(200), table(100), base_columns=["peak_score"],
-    ...                          context_columns=["n_opposite_sign"])
-    >>> float(c.summary.loc["type_macro_f1", "with"]) > float(c.summary.loc["type_macro_f1", "without"])
-    True
-    """
-    base, extra = list(base_columns), list(context_columns)
-    if not base or not extra:
-        msg = "base_columns and context_columns must both be non-empty"
-        raise ValueError(msg)
-    overlap = sorted(set(base) & set(extra))
-    if overlap:
-        msg = f"columns {overlap} are in both base_columns and context_columns"
-        raise ValueError(msg)
-    for name, table in (("train_table", train_table), ("test_table", test_table)):
-        if not isinstance(table, pd.DataFrame) or table.empty:
-            msg = f"{name} must be a non-empty DataFrame"
-            raise ValueError(msg)
-        missing = [c for c in (*base, *extra, kind_column) if c not in table.columns]
-        if missing:
-            msg = f"{name} lacks columns {missing}"
-            raise ValueError(msg)
-    y_train = train_table[kind_column].to_numpy(str)
-    y_test = test_table[kind_column].to_numpy(str)
-    classifiers, predictions, scores = {}, {}, {}
-    for name, columns in (("without", base), ("with", base + extra)):
-        clf = KindClassifier(features=tuple(columns), seed=seed, n_threads=n_threads)
-        classifiers[name] = clf.fit(train_table, y_train)
-        predictions[name] = clf.predict(test_table)
-        scores[name] = _kind_scores(y_test, predictions[name], sorted(set(y_test)))
-    summary = pd.DataFrame(scores)
-    summary["difference"] = summary["with"] - summary["without"]
-    counts = {"type_macro_f1": len(y_test),
-              "type_macro_f1_transients": int(np.isin(y_test, list(TRANSIENT_KINDS)).sum())}
-    summary["n"] = [counts.get(r, int(np.sum(y_test == r.split("/", 1)[-1]))) for r in summary.index]
-    return ContextComparison(
-        summary=summary,
-        predictions=pd.DataFrame({"kind": y_test, "without": predictions["without"],
-                                  "with": predictions["with"]}, index=test_table.index),
-        classifiers=classifiers,
-    )

@@ -45,6 +45,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "candidate_features",
     "candidate_masks",
+    "candidate_positions",
     "candidates_from_probabilities",
     "candidates_from_score",
     "cutout_triplet",
@@ -982,8 +983,39 @@ def _standardise(image: np.ndarray) -> np.ndarray:
     return (image - median) / (std if std > 0 else 1.0)
 
 
-def _positions(candidates: pd.DataFrame | ArrayLike, name: str = "candidates") -> tuple[np.ndarray, pd.Index]:
-    """``(N, 2)`` finite ``(x, y)`` of a table with ``x``, ``y`` columns or of an array, and the index."""
+def candidate_positions(
+    candidates: pd.DataFrame | ArrayLike, name: str = "candidates"
+) -> tuple[np.ndarray, pd.Index]:
+    """Return the pixel positions of candidates and the index their results should carry.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame or array_like
+        A table with ``x``, ``y`` columns (0-based pixels), or an ``(N, 2)``
+        array (an empty array gives no positions).
+    name : str
+        What ``candidates`` is called in error messages.
+
+    Returns
+    -------
+    xy : numpy.ndarray
+        ``(N, 2)`` float ``(x, y)``.
+    index : pandas.Index
+        The table's index, or ``RangeIndex(N)`` for an array.
+
+    Raises
+    ------
+    ValueError
+        When the table lacks ``x``/``y`` or a position is NaN or infinite.
+
+    Examples
+    --------
+    >>> xy, index = candidate_positions(pd.DataFrame({"x": [1.0], "y": [2.5]}, index=[7]))
+    >>> xy.tolist(), list(index)
+    ([[1.0, 2.5]], [7])
+    >>> candidate_positions(np.zeros((0, 2)))[0].shape
+    (0, 2)
+    """
     if isinstance(candidates, pd.DataFrame):
         missing = [c for c in ("x", "y") if c not in candidates.columns]
         if missing:
@@ -1076,7 +1108,7 @@ def candidate_features(
     >>> bool(np.isfinite(f.to_numpy()).all()), list(f.columns) == list(FEATURE_COLUMNS)
     (True, True)
     """
-    xy, index = _positions(candidates)
+    xy, index = candidate_positions(candidates)
     s = _image(score, "score", allow_nan=True)
     d = _image(difference, "difference", allow_nan=True)
     sci = _image(science, "science", allow_nan=True)
@@ -1192,7 +1224,7 @@ def forced_photometry(
     True
     """
     d = _image(difference, "difference", allow_nan=True)
-    xy, index = _positions(positions, "positions")
+    xy, index = candidate_positions(positions, "positions")
     sigma = _noise_map(noise, d.shape)
     if not 0 <= min_coverage <= 1:
         msg = f"min_coverage must be in [0, 1], got {min_coverage!r}"

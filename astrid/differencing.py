@@ -44,6 +44,7 @@ __all__ = [
     "difference_images",
     "difference_sample",
     "gaussian_match_subtract",
+    "read_pair",
     "zogy",
     "zogy_tiled",
 ]
@@ -1069,10 +1070,54 @@ def _product_path(sample: dict[str, Any], key: str) -> str:
     return (Path(sample["science"]).parent / f"{sample['id']}_{key}.fits").as_posix()
 
 
+def read_pair(manifest: Any, sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Any, Any, np.ndarray]:
+    """Read a sample's science and reference images, their headers and the bad-pixel mask.
+
+    Bad pixels are non-finite in either image or, where the header has ``SATURATE``,
+    at 98 % of saturation or more in either image.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The dataset.
+    sample : dict
+        One entry of ``manifest`` with ``science`` and ``reference``.
+
+    Returns
+    -------
+    science, reference : numpy.ndarray
+        The images in float64 (ADU, with sky).
+    header_science, header_reference : astropy.io.fits.Header
+        Their headers.
+    bad : numpy.ndarray of bool
+        True where either image is unusable.
+
+    Raises
+    ------
+    ManifestError
+        When the sample lacks either image.
+    ValueError
+        When the two images differ in shape.
+    """
+    from astrid.manifest import read_fits
+
+    science, h_sci = read_fits(manifest.file(sample, "science"), dtype=np.float64)
+    reference, h_ref = read_fits(manifest.file(sample, "reference"), dtype=np.float64)
+    if science.shape != reference.shape:
+        msg = (f"sample {sample.get('id')!r}: science shape {science.shape} differs from "
+               f"reference shape {reference.shape}")
+        raise ValueError(msg)
+    bad = ~np.isfinite(science) | ~np.isfinite(reference)
+    for image, header in ((science, h_sci), (reference, h_ref)):
+        if "SATURATE" in header:
+            bad |= image >= 0.98 * float(header["SATURATE"])
+    return science, reference, h_sci, h_ref, bad
+
+
 def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str = "truth",
                       fwhm: float | None = None, sigma_astrometric: float = 0.1,
                       dtype: Any = "float32", device: str | None = "cpu",
-                      overwrite: bool = False) -> ZogyResult:
+                      overwrite: bool = False, workers: int | None = None) -> ZogyResult:
     """Run ZOGY on one manifest sample and write its products next to its files.
 
     The images are background-subtracted (photutils), their noise measured, the
@@ -1100,6 +1145,8 @@ def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str 
         Where ZOGY runs (see :func:`astrid.backend.resolve_device`).
     overwrite : bool
         Replace products the sample already has.
+    workers : int, optional
+        CPU threads for ZOGY's FFTs (default: all cores); ignored on the GPU.
 
     Returns
     -------
@@ -1114,7 +1161,7 @@ def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str 
         For an unknown ``psf_source``.
     """
     from astrid.backend import to_device, to_numpy
-    from astrid.manifest import read_fits, write_fits
+    from astrid.manifest import write_fits
     from astrid.psf import estimate_background, estimate_psf
 
     if psf_source not in {"truth", "epsf", "moffat"}:
@@ -1123,12 +1170,7 @@ def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str 
     if "difference" in sample and not overwrite:
         msg = f"sample {sample['id']!r} already has a difference image; pass overwrite=True"
         raise FileExistsError(msg)
-    science, h_sci = read_fits(manifest.file(sample, "science"), dtype=np.float64)
-    reference, h_ref = read_fits(manifest.file(sample, "reference"), dtype=np.float64)
-    bad = ~np.isfinite(science) | ~np.isfinite(reference)
-    for image, header in ((science, h_sci), (reference, h_ref)):
-        if "SATURATE" in header:
-            bad |= image >= 0.98 * float(header["SATURATE"])
+    science, reference, h_sci, h_ref, bad = read_pair(manifest, sample)
     bkg_sci = estimate_background(science, mask=bad)
     bkg_ref = estimate_background(reference, mask=bad)
     science = science - bkg_sci.background
@@ -1147,7 +1189,7 @@ def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str 
                   sigma_reference=bkg_ref.sigma, flux_scale_reference=flux_scale_reference,
                   sigma_astrometric=(sigma_astrometric, sigma_astrometric),
                   variance_science=arrays[2], variance_reference=arrays[3], mask=arrays[4],
-                  dtype=dtype)
+                  dtype=dtype, workers=workers)
     result = ZogyResult(**{k: to_numpy(v) if k in {"difference", "psf_difference", "score",
                                                      "score_corr", "score_std", "mask"} else v
                            for k, v in result.__dict__.items()})
@@ -1175,14 +1217,52 @@ def difference_sample(manifest: Any, sample: dict[str, Any], *, psf_source: str 
     return result
 
 
+_PRODUCTS = ("difference", "score", "psf_difference", "diff_mask")
+
+
+def _difference_task(sample: dict[str, Any], *, root: str, options: dict[str, Any],
+                     threads: int | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Difference one sample (a task of :func:`difference_dataset`); return its entry and hashes.
+
+    Products are written atomically next to the sample's files (replacing any left by
+    an attempt that died); the caller records the returned hashes in its manifest.
+    """
+    from astrid.cluster import worker_threads
+    from astrid.manifest import Manifest
+
+    entry = dict(sample)
+    single = Manifest(root=Path(root), name="task", samples=[entry])
+    difference_sample(single, entry, **options, overwrite=True,
+                      workers=threads if threads is not None else worker_threads())
+    return entry, single.files
+
+
+def _has_intact_products(manifest: Any, sample: dict[str, Any]) -> bool:
+    """Whether every product of ``sample`` is on disk with its recorded sha256."""
+    from astrid.manifest import sha256_file
+
+    for key in _PRODUCTS:
+        rel = sample.get(key)
+        if rel is None or rel not in manifest.files:
+            return False
+        path = manifest.root / rel
+        if not path.is_file() or sha256_file(path) != manifest.files[rel]:
+            return False
+    return True
+
+
 def difference_dataset(manifest: Any, *, psf_source: str = "truth", sigma_astrometric: float = 0.1,
                        dtype: Any = "float32", device: str | None = "cpu", overwrite: bool = False,
+                       resume: bool = False, scheduler: Any = None, threads: int | None = None,
                        progress: bool = False) -> Any:
     """Run :func:`difference_sample` on every sample and save the manifest.
 
     Adds ``difference``, ``score`` (S_corr), ``psf_difference`` and ``diff_mask``
     to each entry and records the settings and the seconds per image under
-    ``manifest.info["differencing"]``.
+    ``manifest.info["differencing"]``. Samples run as tasks, in this process or on
+    a Dask cluster (the same bytes either way); each writes its products
+    atomically and this process records their hashes, saving the manifest every
+    few seconds and when the run ends or fails.
 
     Parameters
     ----------
@@ -1190,36 +1270,74 @@ def difference_dataset(manifest: Any, *, psf_source: str = "truth", sigma_astrom
         The dataset; written back atomically.
     psf_source, sigma_astrometric, dtype, device, overwrite
         As for :func:`difference_sample`.
+    resume : bool
+        Skip samples whose products are on disk with their recorded sha256 (made
+        with the same settings) and difference the rest.
+    scheduler : str, distributed.Client or None
+        ``"serial"``, ``"local"``, a scheduler address or a client
+        (:func:`astrid.cluster.resolve_scheduler`); None means
+        ``$ASTRID_DASK_SCHEDULER``, else serial.
+    threads : int, optional
+        CPU threads per image for ZOGY's FFTs (default: all cores when serial,
+        the worker's threads on a cluster).
     progress : bool
-        Show a progress bar.
+        Show a progress bar (and the Dask dashboard link).
 
     Returns
     -------
     Manifest
+
+    Raises
+    ------
+    FileExistsError
+        When a sample already has products and neither ``overwrite`` nor ``resume``
+        is given.
+    ValueError
+        For an unknown ``psf_source``, an empty manifest, or ``resume`` on products
+        made with other settings.
     """
     import time
 
+    from astrid.cluster import map_items
     from astrid.manifest import Manifest
 
     manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
     if not manifest.samples:
         msg = f"manifest {manifest.path} has no samples"
         raise ValueError(msg)
-    samples = manifest.samples
-    if progress:
-        from tqdm.auto import tqdm
+    if psf_source not in {"truth", "epsf", "moffat"}:
+        msg = f"psf_source must be 'truth', 'epsf' or 'moffat', got {psf_source!r}"
+        raise ValueError(msg)
+    settings = {"method": "zogy", "psf_source": psf_source, "sigma_astrometric": sigma_astrometric,
+                "dtype": str(dtype), "device": str(device)}
+    previous = manifest.info.get("differencing")
+    if resume and not overwrite and previous not in (None, settings):
+        msg = (f"cannot resume: {manifest.path} was differenced with {previous}, not {settings}; "
+               "pass overwrite=True to redo it")
+        raise ValueError(msg)
+    todo = []
+    for sample in manifest.samples:
+        if "difference" in sample and not overwrite:
+            if not resume:
+                msg = (f"sample {sample['id']!r} already has a difference image; pass overwrite=True "
+                       "(or resume=True to skip finished samples)")
+                raise FileExistsError(msg)
+            if _has_intact_products(manifest, sample):
+                continue
+        todo.append(sample)
+    manifest.info["differencing"] = settings
 
-        samples = tqdm(samples, desc="ZOGY", unit="pair")
+    def record(index: int, result: tuple[dict[str, Any], dict[str, str]]) -> None:
+        todo[index].update(result[0])
+        manifest.files.update(result[1])
+
+    options = {"psf_source": psf_source, "sigma_astrometric": sigma_astrometric, "dtype": dtype,
+               "device": device}
     start = time.perf_counter()
-    for sample in samples:
-        difference_sample(manifest, sample, psf_source=psf_source,
-                          sigma_astrometric=sigma_astrometric, dtype=dtype, device=device,
-                          overwrite=overwrite)
-    seconds = (time.perf_counter() - start) / len(manifest.samples)
-    manifest.info["differencing"] = {
-        "method": "zogy", "psf_source": psf_source, "sigma_astrometric": sigma_astrometric,
-        "dtype": str(dtype), "device": str(device),
-    }
-    manifest.info["differencing_seconds_per_image"] = seconds
+    map_items(_difference_task, todo, scheduler=scheduler, progress=progress, desc="zogy",
+              shared={"root": str(manifest.root), "options": options, "threads": threads},
+              on_result=record, checkpoint=manifest.save)
+    if todo:
+        manifest.info["differencing_seconds_per_image"] = (time.perf_counter() - start) / len(todo)
     manifest.save()
     return manifest

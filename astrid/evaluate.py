@@ -45,6 +45,7 @@ __all__ = [
     "StudyResult",
     "collect_candidates",
     "fp_at_recall",
+    "match_candidates",
     "primary_method",
     "quality_bars",
     "run_study",
@@ -144,6 +145,45 @@ def _image_set(manifest: Manifest, sample: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _image_candidates(sample: dict[str, Any], *, root: str, model: Any, options: dict[str, Any],
+                      sync: Any = None) -> tuple[ImageCandidates, metrics.StageTimer]:
+    """Detect, extract and describe the candidates of one image (a task of :func:`collect_candidates`)."""
+    from astrid.model import predict_image
+
+    manifest = Manifest(root=Path(root), name="task", samples=[sample])
+    timer = metrics.StageTimer(sync=sync)
+    images = _image_set(manifest, sample)
+    with timer("inference"):
+        prediction = predict_image(model, sample, manifest=manifest, device=options["device"],
+                                   nonfinite="fill")
+    with timer("candidates"):
+        segmentation = detect.segment_probabilities(prediction.probabilities,
+                                                    threshold=options["unet_threshold"])
+        unet = detect.candidates_from_probabilities(
+            prediction.probabilities, uncertainty=prediction.uncertainty,
+            segmentation=segmentation,
+        )
+        baseline = detect.candidates_from_score(
+            images["score"], difference=images["difference"], psf=images["psf_difference"],
+            fwhm=images["fwhm"], mask=images["mask"], threshold=options["baseline_threshold"],
+        )
+        unusable = images["mask"] if images["mask"] is not None else np.zeros_like(segmentation, bool)
+        unet = unet[~_at(unusable, unet)].reset_index(drop=True)
+    with timer("features"):
+        unet = _with_features(unet, images)
+        baseline = _with_features(baseline, images)
+    found = ImageCandidates(
+        sample=sample,
+        truth=pd.read_csv(manifest.file(sample, "truth")),
+        unet=unet,
+        baseline=baseline,
+        segmentation=segmentation,
+        instances=manifest.read(sample, "instances"),
+        unusable=unusable,
+    )
+    return found, timer
+
+
 def collect_candidates(
     manifest: Manifest,
     samples: Sequence[dict[str, Any]],
@@ -153,8 +193,13 @@ def collect_candidates(
     unet_threshold: float = 0.5,
     baseline_threshold: float = 5.0,
     device: str | None = None,
+    scheduler: Any = None,
+    progress: bool = False,
 ) -> list[ImageCandidates]:
     """Run both detectors on ``samples`` and compute hand features of every candidate.
+
+    Each image is one task, run in this process or on a Dask cluster (the model
+    is sent to each worker once); the results are the same either way.
 
     Parameters
     ----------
@@ -165,55 +210,53 @@ def collect_candidates(
     model : TrainedModel
         The U-Net (see :func:`astrid.model.load_model`).
     timer : StageTimer, optional
-        Accumulates seconds per stage (``inference``, ``candidates``, ``features``).
+        Accumulates seconds per stage (``inference``, ``candidates``, ``features``),
+        summed over images (over workers on a cluster).
     unet_threshold : float
         Not-background probability that delimits a U-Net candidate region.
     baseline_threshold : float
         S_corr significance of the classical peaks.
     device : str, optional
         Inference device (default: automatic).
+    scheduler : str, distributed.Client or None
+        ``"serial"``, ``"local"``, a scheduler address or a client
+        (:func:`astrid.cluster.resolve_scheduler`); None means
+        ``$ASTRID_DASK_SCHEDULER``, else serial.
+    progress : bool
+        Show a progress bar (and the Dask dashboard link).
 
     Returns
     -------
     list of ImageCandidates
+        In the order of ``samples``.
+
+    Raises
+    ------
+    ManifestError
+        When a sample lacks a product (before any image is processed).
     """
-    from astrid.model import predict_image
+    from astrid.cluster import map_items
 
     timer = timer or metrics.StageTimer()
-    out = []
+    samples = list(samples)
     for sample in samples:
         for key in ("difference", "score", "psf_difference", "truth", "instances"):
             manifest.file(sample, key)  # names the missing product
-        images = _image_set(manifest, sample)
-        with timer("inference"):
-            prediction = predict_image(model, sample, manifest=manifest, device=device,
-                                       nonfinite="fill")
-        with timer("candidates"):
-            segmentation = detect.segment_probabilities(prediction.probabilities,
-                                                        threshold=unet_threshold)
-            unet = detect.candidates_from_probabilities(
-                prediction.probabilities, uncertainty=prediction.uncertainty,
-                segmentation=segmentation,
-            )
-            baseline = detect.candidates_from_score(
-                images["score"], difference=images["difference"], psf=images["psf_difference"],
-                fwhm=images["fwhm"], mask=images["mask"], threshold=baseline_threshold,
-            )
-            unusable = images["mask"] if images["mask"] is not None else np.zeros_like(segmentation, bool)
-            unet = unet[~_at(unusable, unet)].reset_index(drop=True)
-        with timer("features"):
-            unet = _with_features(unet, images)
-            baseline = _with_features(baseline, images)
-        out.append(ImageCandidates(
-            sample=sample,
-            truth=pd.read_csv(manifest.file(sample, "truth")),
-            unet=unet,
-            baseline=baseline,
-            segmentation=segmentation,
-            instances=manifest.read(sample, "instances"),
-            unusable=unusable,
-        ))
-    return out
+
+    def merge(index: int, result: tuple[ImageCandidates, metrics.StageTimer]) -> None:
+        found, image_timer = result
+        found.sample = samples[index]
+        for stage, seconds in image_timer.seconds.items():
+            timer.seconds[stage] = timer.seconds.get(stage, 0.0) + seconds
+            timer.calls[stage] = timer.calls.get(stage, 0) + image_timer.calls[stage]
+
+    options = {"device": device, "unet_threshold": unet_threshold,
+               "baseline_threshold": baseline_threshold}
+    results = map_items(_image_candidates, samples, scheduler=scheduler, progress=progress,
+                        desc="candidates", on_result=merge,
+                        shared={"root": str(manifest.root), "model": model, "options": options,
+                                "sync": timer.sync})
+    return [found for found, _ in results]
 
 
 def _at(mask: np.ndarray, table: pd.DataFrame) -> np.ndarray:
@@ -256,6 +299,28 @@ def _match(image: ImageCandidates, method: str, score_column: str) -> metrics.Ma
         instance_map=image.instances,
         **kw,
     )
+
+
+def match_candidates(image: ImageCandidates, method: str, score_column: str) -> metrics.MatchTable:
+    """Match one image's candidates of ``method`` to its truth as the study does.
+
+    Parameters
+    ----------
+    image : ImageCandidates
+        One entry of :func:`collect_candidates`.
+    method : {"unet", "ensemble", "baseline", "traditional"}
+        Whose candidates: the U-Net's (``unet``, ``ensemble``) or the S_corr
+        peaks (``baseline``, ``traditional``).
+    score_column : str
+        Candidate column used as the score (e.g. ``"score"``, ``"peak_score"``).
+
+    Returns
+    -------
+    astrid.metrics.MatchTable
+        With ``truth_index`` of each candidate (-1: unmatched), the truth kinds
+        and ``truth_ignore`` (ambiguous, or on unusable pixels).
+    """
+    return _match(image, method, score_column)
 
 
 def _is_real(image: ImageCandidates, method: str) -> np.ndarray:

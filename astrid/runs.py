@@ -43,6 +43,7 @@ __all__ = [
     "RunFailed",
     "RunResult",
     "Step",
+    "demo_alert_history",
     "demo_manifest",
     "demo_model",
     "heldout_dataset",
@@ -351,47 +352,90 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
         json.dump(record, handle, indent=1, default=str)
 
 
+def _grid_run(combination: tuple[str, dict[str, Any]], *, preset: str,
+              progress: bool) -> dict[str, Any]:
+    """Run one grid combination into its own folder (a task of :func:`run_grid`); return its row.
+
+    The folder is emptied first, so that an attempt whose worker died is redone from scratch.
+    """
+    out, values = combination
+    try:
+        result = run(preset, parameters=values, out=prepare_output_dir(out, overwrite=True),
+                     progress=progress)
+    except RunFailed as err:
+        return {"status": f"failed: {err}"}
+    return {**_headline(result.outputs), "status": "succeeded"}
+
+
 def run_grid(
     grid_file: str | Path,
     *,
     parameters: dict[str, Any] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    scheduler: Any = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Run a preset once per combination of a parameter grid.
+    """Run a preset once per combination of a parameter grid, concurrently on a cluster.
 
     The grid file is YAML: ``preset: quick`` and ``grid: {name: [values, ...]}``.
-    Each combination runs in its own sub-folder of one new batch folder, and
-    ``summary.csv`` there holds one row per combination with its headline metrics.
+    Each combination is a papermill run (:func:`run`) in its own sub-folder of one
+    new batch folder; on a Dask cluster the combinations run side by side, one per
+    worker thread (the workers must see the batch folder). ``summary.csv`` there
+    holds one row per combination with its headline metrics.
+
+    Parameters
+    ----------
+    grid_file : str or Path
+        The grid YAML.
+    parameters : dict, optional
+        Overrides for every combination (the grid's values win).
+    out : path-like, optional
+        Batch folder (new or empty); default a new folder under ``papermill_runs/``.
+    progress : bool
+        Show progress: papermill's cell bar when serial, Dask's bar of the
+        combinations (and the dashboard link) on a cluster.
+    scheduler : str, distributed.Client or None
+        ``"serial"``, ``"local"``, a scheduler address or a client
+        (:func:`astrid.cluster.resolve_scheduler`); None means
+        ``$ASTRID_DASK_SCHEDULER``, else serial.
 
     Returns
     -------
     batch_dir : Path
         The batch folder.
     rows : list of dict
-        One summary row per combination.
+        One summary row per combination, in grid order.
+
+    Raises
+    ------
+    ValueError
+        For a grid file without ``preset`` or a non-empty ``grid`` mapping.
     """
+    from astrid.cluster import map_items, resolve_scheduler
+
     raw = yaml.safe_load(Path(grid_file).read_text()) or {}
     if "preset" not in raw or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
         msg = f"grid file {grid_file} needs 'preset' and a non-empty 'grid' mapping"
         raise ValueError(msg)
     names = list(raw["grid"])
     combos = list(itertools.product(*(list(raw["grid"][n]) for n in names)))
-    batch = prepare_output_dir(out) if out else new_run_dir(f"grid_{raw['preset']}")
-    rows = []
-    for index, combo in enumerate(combos):
-        values = {**(parameters or {}), **dict(zip(names, combo, strict=True))}
-        row: dict[str, Any] = {"run": f"{index:03d}", **dict(zip(names, combo, strict=True))}
-        try:
-            result = run(raw["preset"], parameters=values, out=batch / row["run"], progress=progress)
-            row.update(_headline(result.outputs))
-            row["status"] = "succeeded"
-        except RunFailed as err:
-            row["status"] = f"failed: {err}"
-        rows.append(row)
+    preset = Path(str(raw["preset"]))
+    preset = preset.resolve() if preset.is_file() else preset  # workers may run elsewhere
+    batch = (prepare_output_dir(out) if out else new_run_dir(f"grid_{raw['preset']}")).resolve()
+    rows = [{"run": f"{index:03d}", **dict(zip(names, combo, strict=True))}
+            for index, combo in enumerate(combos)]
+    tasks = [(str(batch / row["run"]), {**(parameters or {}), **dict(zip(names, combo, strict=True))})
+             for row, combo in zip(rows, combos, strict=True)]
+    serial = resolve_scheduler(scheduler) == "serial"
+    results = map_items(_grid_run, tasks, scheduler=scheduler, desc="grid_run",
+                        progress=progress and not serial, retries=0,
+                        shared={"preset": str(preset), "progress": progress and serial})
+    for row, result in zip(rows, results, strict=True):
+        row.update(result)
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(batch / "summary.csv", index=False)
+    with atomic_write(batch / "summary.csv", "w", overwrite=True) as handle:
+        pd.DataFrame(rows).to_csv(handle, index=False)
     return batch, rows
 
 
@@ -448,3 +492,63 @@ def demo_model(output_dir: str | Path, manifest: str | Path) -> Path:
         tile_size=32, tiles_per_epoch=32, seed=0,
     )
     return result.bundle
+
+
+def demo_alert_history(
+    output_dir: str | Path, *, n_batches: int = 4, images_per_batch: int = 8, shifted_batch: int | None = 3,
+    alerts_per_image: int = 4, seed: int = 0,
+) -> list[Any]:
+    """Simulate alert batches in date order for a standalone monitoring notebook, one of them shifted.
+
+    ``n_batches * images_per_batch`` fields of the ``tiny`` recipe's survey
+    (ZTF, 64 px, one epoch each, dated as simulated) are sorted by date and
+    cut into consecutive batches. Batch ``shifted_batch`` is the same fields
+    (same seeds, dates and objects) observed with twice the seeing and five
+    times the read noise. Each image gives up to ``alerts_per_image`` alerts
+    (:func:`astrid.monitor.synthetic_alerts`) with their truth in ``label_real``.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        The notebook's output folder (datasets go to ``demo_stream/``, ``demo_stream_shifted/``).
+    n_batches, images_per_batch : int
+        Batches, and images (exposures) in each.
+    shifted_batch : int or None
+        Index of the batch observed in degraded conditions (None: none).
+    alerts_per_image : int
+        Alerts cut from each image.
+    seed : int
+        Seed of the fields and of the alerts drawn.
+
+    Returns
+    -------
+    list of astrid.alerts.AlertTable
+        Oldest batch first.
+    """
+    from astrid.differencing import difference_dataset, difference_sample
+    from astrid.monitor import synthetic_alerts
+    from astrid.simulate import DATASETS, generate_dataset
+    from astrid.surveys import get_survey
+
+    recipe = DATASETS["tiny"]
+    params = {**recipe["params"], "n_fields": n_batches * images_per_batch, "n_epochs": 1}
+    options = {"seed": seed, "split_fractions": (0.0, 0.0, 1.0), "overwrite": True, **params}
+    stream = generate_dataset(Path(output_dir) / "demo_stream", survey=recipe["survey"], **options)
+    difference_dataset(stream)
+    ordered = sorted(stream.samples, key=lambda s: s["mjd"])
+    batches = []
+    for i in range(n_batches):
+        chosen, manifest = ordered[i * images_per_batch:(i + 1) * images_per_batch], stream
+        if i == shifted_batch:
+            preset = get_survey(recipe["survey"])
+            manifest = generate_dataset(
+                Path(output_dir) / "demo_stream_shifted", **options,
+                survey=preset.with_overrides(seeing_median=2 * preset.seeing_median,
+                                             read_noise=5 * preset.read_noise))
+            chosen = [manifest.sample(s["id"]) for s in chosen]
+            for sample in chosen:
+                difference_sample(manifest, sample, overwrite=True)
+            manifest.save()
+        batches.append(synthetic_alerts(manifest, samples=chosen, max_per_sample=alerts_per_image,
+                                        seed=seed + i))
+    return batches

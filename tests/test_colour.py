@@ -1,4 +1,4 @@
-"""Colour features of candidates: forced photometry in the other bands, alerts, and the ablation."""
+"""Colour features of candidates: forced photometry in the other bands of the night, and alerts."""
 
 import math
 
@@ -144,36 +144,3 @@ def test_alert_colour_features_use_the_latest_entry_of_each_filter():
     assert alone["snr_g"] > 10 and math.isnan(alone["colour_g_r"])
     with pytest.raises(ValueError, match="fid"):
         colour.alert_colour_features({"candidate": {"jd": 2459000.0}})
-
-
-def test_compare_with_colour_reports_both_models_and_runs_with_nan_colours():
-    rng = np.random.default_rng(1)
-    n = 120
-    kinds = np.repeat(["supernova", "variable", "moving", "cosmic_ray", "background"], n)
-    # shape features tell bogus from real but not the kinds of real transients apart; colour does
-    real = np.isin(kinds, ["supernova", "variable", "moving"])
-    table = pd.DataFrame({
-        "peak_score": rng.normal(8, 1, kinds.size) + 4 * ~real,
-        "sharpness": rng.normal(0.3, 0.05, kinds.size) + 0.5 * (kinds == "cosmic_ray"),
-        "colour_g_r": np.select([kinds == "supernova", kinds == "variable"], [-0.2, 0.6], 0.5)
-        + rng.normal(0, 0.05, kinds.size),
-        "snr_g": np.where(np.isin(kinds, ["moving", "cosmic_ray"]), 0.0, 20.0) + rng.normal(0, 1, kinds.size),
-        "kind": kinds,
-    })
-    table.loc[rng.random(kinds.size) < 0.2, ["colour_g_r", "snr_g"]] = np.nan  # bands missing
-    train, test = table.iloc[::2], table.iloc[1::2]
-    result = colour.compare_with_colour(train, test, features=["peak_score", "sharpness"],
-                                        colour=["colour_g_r", "snr_g"], max_iter=50, n_threads=1)
-    assert result.n_train == len(train) and result.n_test == len(test)
-    assert result.with_colour["type_macro_f1"] > result.without_colour["type_macro_f1"] + 0.2
-    assert result.with_colour["type_macro_f1"] > 0.85
-    assert result.without_colour["bogus_rejection"] > 0.9
-    for key, value in result.difference.items():
-        assert value == pytest.approx(result.with_colour[key] - result.without_colour[key])
-    assert list(result.table().columns) == ["without colour", "with colour", "difference"]
-    # a test set whose colour is missing everywhere still gets predictions
-    blind = test.assign(colour_g_r=np.nan, snr_g=np.nan)
-    assert len(result.classifiers["with"].predict(blind)) == len(blind)
-    with pytest.raises(ValueError, match="lacks columns"):
-        colour.compare_with_colour(train.drop(columns="snr_g"), test, features=["peak_score"],
-                                   colour=["snr_g"])

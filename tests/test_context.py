@@ -10,12 +10,12 @@ import pytest
 import astrid
 from astrid import detect
 from astrid.classic import KindClassifier
+from astrid.colour import colour_columns
 from astrid.context import (
     CONTEXT_COLUMNS,
     EpochImages,
     alert_context,
     alert_contexts,
-    compare_with_context,
     context_features,
     context_stamps,
     epoch_context,
@@ -134,6 +134,18 @@ def test_moving_object_is_new_here_and_its_motion_matches_its_rate(field):
     assert row.motion_rate == pytest.approx(RATE, rel=0.05)
     # a supernova stays put: no moving-object partner
     assert math.isnan(_context(field, 3, SUPERNOVA[:2]).motion_rate)
+
+
+def test_moving_partner_is_found_in_another_band_of_the_night(field):
+    samples = [dict(s) for s in field.samples[:5]]
+    samples[3]["band"] = "g"  # the night's second visit taken in another filter
+    two_bands = Manifest(root=field.root, name="two bands", samples=samples)
+    row = epoch_context(two_bands, samples[3], [(MOVER[0], _mover_y(3))], pixel_scale=1.0).iloc[0]
+    assert row.n_prior_epochs == 0  # no earlier g-band epoch: no light curve ...
+    assert row.motion_rate == pytest.approx(RATE, rel=0.05)  # ... but the night's r visit shows it moved
+    # the partner must lie within motion_days: a window shorter than the visits' gap finds none
+    assert math.isnan(epoch_context(two_bands, samples[3], [(MOVER[0], _mover_y(3))], pixel_scale=1.0,
+                                    motion_days=0.01).iloc[0].motion_rate)
 
 
 def test_cosmic_ray_has_no_history(field):
@@ -264,35 +276,6 @@ def test_kind_classifier_keeps_missing_values():
         KindClassifier().predict(x)
 
 
-def _ablation_table(n, rng):
-    """Supernovae and variables that look alike in one image and differ only in their history."""
-    kind = rng.choice(["supernova", "variable", "moving", "cosmic_ray"], n)
-    table = pd.DataFrame({"kind": kind})
-    for column in detect.FEATURE_COLUMNS:
-        table[column] = rng.normal(0, 1, n)
-    table.loc[table.kind == "cosmic_ray", "sharpness"] += 5
-    table["n_opposite_sign"] = np.where(kind == "variable", rng.integers(1, 4, n), 0).astype(float)
-    table["motion_rate"] = np.where(kind == "moving", rng.uniform(5, 100, n), np.nan)
-    no_history = rng.random(n) < 0.3  # first epochs: every context column missing
-    table.loc[no_history, ["n_opposite_sign", "motion_rate"]] = np.nan
-    return table
-
-
-def test_compare_with_context_gains_on_history_and_copes_with_missing_rows():
-    rng = np.random.default_rng(1)
-    train, test = _ablation_table(600, rng), _ablation_table(300, rng)
-    result = compare_with_context(train, test, context_columns=["n_opposite_sign", "motion_rate"])
-    s = result.summary
-    assert {"type_macro_f1", "type_macro_f1_transients", "recall/moving", "recall/cosmic_ray"} <= set(s.index)
-    assert list(s.columns) == ["without", "with", "difference", "n"]
-    assert np.allclose(s["difference"], s["with"] - s["without"])
-    assert s.loc["type_macro_f1", "difference"] > 0.2
-    assert s.loc["recall/moving", "with"] > 0.6 > s.loc["recall/moving", "without"]
-    assert s.loc["recall/moving", "n"] == int(np.sum(test.kind == "moving"))
-    assert list(result.predictions.columns) == ["kind", "without", "with"]
-    assert result.classifiers["with"].feature_names_[-2:] == ("n_opposite_sign", "motion_rate")
-
-
 def test_kind_table_labels_the_study_candidates(field):
     rows = []
     for k in (3, 4):
@@ -318,6 +301,12 @@ def test_kind_table_labels_the_study_candidates(field):
     assert len(mover) == 1 and mover.iloc[0].motion_rate == pytest.approx(RATE, rel=0.05)
     assert (table[table.object_id == "var0"].n_opposite_sign >= 1).all()
     assert "background" in set(table.kind)  # the hot pixel is in no truth catalogue here
+    assert set(table.split) == {"test"} and set(table.band) == {"r"}
+    # with bands, each candidate's flux in every band of the night is joined (no g band that night here)
+    coloured = kind_table(field, rows, pixel_scale=1.0, bands=("g", "r"))
+    assert list(coloured.columns) == [*table.columns, *colour_columns(("g", "r"))]
+    sn = coloured[coloured.object_id == "sn0"]
+    assert (sn.snr_r > 5).all() and sn.snr_g.isna().all()
     with pytest.raises(ValueError, match="method"):
         kind_table(field, rows, method="classic")
 
@@ -351,10 +340,3 @@ def test_bad_input_is_refused(field):
         alert_context({"candid": 1, "candidate": {"jd": 1.0, "magpsf": 18.0}, "prv_candidates": [1, 2]})
     with pytest.raises(ValueError, match="mapping"):
         alert_context([("candid", 1)])
-    table = _ablation_table(50, np.random.default_rng(2))
-    with pytest.raises(ValueError, match="lacks columns"):
-        compare_with_context(table, table.drop(columns="sharpness"), context_columns=["n_opposite_sign"])
-    with pytest.raises(ValueError, match="both"):
-        compare_with_context(table, table, context_columns=["sharpness"])
-    with pytest.raises(ValueError, match="non-empty"):
-        compare_with_context(table.iloc[:0], table, context_columns=["n_opposite_sign"])

@@ -116,7 +116,10 @@ def test_overwrite_refusal(small, tmp_path):
 
 
 def test_named_recipes():
-    assert set(DATASETS) == {"tiny", "quick", "full"}
+    assert set(DATASETS) == {"tiny", "quick", "full", "survey"}
+    survey = DATASETS["survey"]["params"]
+    assert survey["bands"] == ["g", "r", "i"] and survey["visits_per_night"] == 2
+    assert survey["hot_pixels_fixed"] and 6 <= survey["n_epochs"] <= 8
     full = DATASETS["full"]["params"]
     assert full["n_fields"] * full["n_epochs"] >= 1000
     quick = DATASETS["quick"]["params"]

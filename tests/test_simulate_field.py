@@ -485,3 +485,58 @@ def test_bands_need_wavelengths():
         simulate_field(bare, image_size=32, n_epochs=2, bands=("g", "r"))
     with pytest.raises(ValueError, match="wavelength"):
         BandParameters(24.0, 21.0, wavelength=-5.0)
+
+
+# --------------------------------------------------------------------------- survey-like cadence
+
+
+def test_paired_visits_make_nights_of_two_and_link_moving_objects():
+    field = simulate_field("ztf", image_size=96, n_epochs=6, seed=4, bands=BANDS, visits_per_night=2,
+                           n_moving=3, n_supernovae=1, n_variables=1, n_cosmic_rays=1, n_hot_pixels=1,
+                           min_snr=0.0)
+    assert [ep.band for ep in field.epochs] == list(BANDS) * 2  # bands still cycle per epoch
+    gaps = np.diff([ep.mjd for ep in field.epochs]) * 24 * 60
+    assert np.all((gaps[0::2] >= 30) & (gaps[0::2] <= 60))  # the two visits of a night, minutes
+    assert np.all((gaps[1::2] >= 1440) & (gaps[1::2] <= 5 * 1440))  # then 1-5 days to the next night
+    scale, linked = field.survey.pixel_scale, 0
+    for a, b in zip(field.epochs[0::2], field.epochs[1::2], strict=True):
+        rows_a = a.catalog[a.catalog.kind == "moving"].set_index("object_id")
+        rows_b = b.catalog[b.catalog.kind == "moving"].set_index("object_id")
+        for name in rows_a.index.intersection(rows_b.index):
+            ra, rb = rows_a.loc[name], rows_b.loc[name]
+            step = math.hypot(rb.x - ra.x, rb.y - ra.y)
+            assert step == pytest.approx(ra.rate / scale * 24 * (b.mjd - a.mjd), rel=1e-3, abs=2e-3)
+            linked += 1
+    assert linked >= 3  # seen twice in a night: a tracklet
+    single = simulate_field("ztf", image_size=32, n_epochs=4, seed=4, visits_per_night=2, **QUIET)
+    gaps = np.diff([ep.mjd for ep in single.epochs]) * 24 * 60
+    assert 30 <= gaps[0] <= 60 and gaps[1] >= 1440 and 30 <= gaps[2] <= 60
+    assert {ep.band for ep in single.epochs} == {"r"}
+
+
+def test_fixed_hot_pixels_sit_on_the_same_detector_pixels_every_epoch():
+    kw = dict(image_size=64, n_epochs=4, seed=8, n_hot_pixels=[2, 5], min_snr=0.0)
+    fixed = simulate_field("ztf", hot_pixels_fixed=True, **{**QUIET, **kw})
+
+    def hot(ep):
+        rows = ep.catalog[ep.catalog.kind == "hot_pixel"]
+        return sorted(zip(rows.object_id, rows.x, rows.y, rows.flux.round(6), strict=True))
+
+    first = hot(fixed.epochs[0])
+    assert len(first) >= 2 and all(hot(ep) == first for ep in fixed.epochs[1:])
+    for ep in fixed.epochs:  # the same charge in the difference at the same pixel
+        for _, x, y, flux in first:
+            assert ep.ideal_difference[int(y), int(x)] == pytest.approx(flux, rel=1e-4)
+    drawn = simulate_field("ztf", **{**QUIET, **kw})  # default: new hot pixels each epoch
+    assert hot(drawn.epochs[0]) != hot(drawn.epochs[1])
+    # everything else of the field is unchanged by the option
+    np.testing.assert_array_equal(fixed.reference, drawn.reference)
+    assert [ep.mjd for ep in fixed.epochs] == [ep.mjd for ep in drawn.epochs]
+
+
+@pytest.mark.parametrize(("kwargs", "word"), [({"visits_per_night": 0}, "visits_per_night"),
+                                              ({"visits_per_night": 1.5}, "visits_per_night"),
+                                              ({"hot_pixels_fixed": "yes"}, "hot_pixels_fixed")])
+def test_bad_cadence_options_are_refused(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        simulate_field("ztf", image_size=32, n_epochs=1, **kwargs)

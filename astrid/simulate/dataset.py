@@ -1,15 +1,22 @@
 """Synthetic datasets on disk: FITS files, truth catalogues and a manifest.
 
-Fields are simulated and written one at a time (memory stays flat). Every
-field draws its randomness from ``SeedSequence(seed).spawn(n_fields)[field]``,
-so the same survey, parameters and seed give byte-identical files, and
+Fields are simulated and written one per task (memory stays flat), in this
+process or on a Dask cluster (:mod:`astrid.cluster`). Every field draws its
+randomness from ``SeedSequence(seed).spawn(n_fields)[field]``, so the same
+survey, parameters and seed give byte-identical files wherever they run, and
 :func:`regenerate` can rebuild a dataset from its manifest alone and check
 every file's sha256.
+
+While a dataset is being made, ``manifest.partial.json`` records the fields
+finished so far (with their hashes); ``manifest.json`` appears only when every
+field is written. ``resume=True`` finishes an interrupted dataset: fields whose
+files match the recorded hashes are kept, the others are made again.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 from pathlib import Path
@@ -19,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from astrid.classes import ARTIFACT_KINDS, CLASS_NAMES, TRANSIENT_KINDS
+from astrid.cluster import map_items
 from astrid.manifest import (
+    MANIFEST_NAME,
     Manifest,
     ManifestError,
     assign_splits,
@@ -29,7 +38,12 @@ from astrid.manifest import (
     sha256_file,
     write_fits,
 )
-from astrid.simulate.field import SimulatedField, check_parameters, simulate_field
+from astrid.simulate.field import (
+    SimulatedField,
+    SimulatedReference,
+    check_parameters,
+    simulate_field,
+)
 from astrid.surveys import BandParameters, SurveyPreset, get_survey
 
 __all__ = [
@@ -47,6 +61,9 @@ log = logging.getLogger(__name__)
 
 GENERATOR = "astrid.simulate.generate_dataset"
 """The ``generator.function`` recorded in manifests written here."""
+
+PARTIAL_NAME = "manifest.partial.json"
+"""The manifest of the fields finished so far, while a dataset is being made."""
 
 _TRAINING_MIX: dict[str, Any] = {
     "n_supernovae": [1, 3],
@@ -78,6 +95,17 @@ DATASETS: dict[str, dict[str, Any]] = {
         "survey": "ztf",
         "seed": 2,
         "params": {"n_fields": 300, "n_epochs": 4, "image_size": 256, **_TRAINING_MIX},
+    },
+    # Survey-like cadence for the kind classifier with colour and temporal context:
+    # g, r, i cycling, two visits a night 30-60 min apart (ZTF's pairs), 4 nights,
+    # hot pixels fixed on the detector, 4-8 variables per field; 48 fields x 8
+    # epochs = 384 pairs of 256 px, half the fields for training, 40 % for testing.
+    "survey": {
+        "survey": "ztf",
+        "seed": 3,
+        "params": {"n_fields": 48, "n_epochs": 8, "image_size": 256, **_TRAINING_MIX,
+                   "n_variables": [4, 8], "bands": ["g", "r", "i"], "visits_per_night": 2,
+                   "hot_pixels_fixed": True, "split_fractions": [0.5, 0.1, 0.4]},
     },
 }
 """Named dataset recipes: survey, seed and parameters of :func:`generate_dataset`."""
@@ -111,6 +139,10 @@ def write_field(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Write one simulated field under ``root/fNNNN/`` and return its samples and file hashes.
 
+    A one-band field has ``reference.fits`` and ``psf_reference.fits``; a field
+    taken in several bands has ``reference_<band>.fits`` and
+    ``psf_reference_<band>.fits`` per band, and each sample points at its band's.
+
     Parameters
     ----------
     sim : SimulatedField
@@ -137,9 +169,14 @@ def write_field(
         files[rel] = write_fits(root / rel, data, header, overwrite=True)
         return rel
 
-    ref = fits(f"{folder}/reference.fits", sim.reference, sim.reference_header)
-    psf_ref = fits(f"{folder}/psf_reference.fits", sim.psf_reference,
-                   {"FWHMPIX": sim.reference_header["FWHMPIX"]})
+    references = sim.references or {sim.band: SimulatedReference(
+        sim.band, sim.reference, sim.psf_reference, sim.reference_header, sim.reference_conditions)}
+    refs, psf_refs = {}, {}
+    for band, ref in references.items():
+        suffix = "" if len(references) == 1 else f"_{band}"
+        refs[band] = fits(f"{folder}/reference{suffix}.fits", ref.image, ref.header)
+        psf_refs[band] = fits(f"{folder}/psf_reference{suffix}.fits", ref.psf,
+                              {"FWHMPIX": ref.header["FWHMPIX"]})
     class_keys = {f"CLASS{c}": (name, "class code") for c, name in enumerate(CLASS_NAMES)}
     samples = []
     for k, ep in enumerate(sim.epochs):
@@ -162,11 +199,11 @@ def write_field(
                 "epoch": int(k),
                 "split": split,
                 "survey": sim.survey.name,
-                "band": sim.band,
+                "band": ep.band,
                 "mjd": round(float(ep.mjd), 6),
-                "reference": ref,
+                "reference": refs[ep.band],
                 "science": sci,
-                "psf_reference": psf_ref,
+                "psf_reference": psf_refs[ep.band],
                 "psf_science": psf,
                 "labels": labels,
                 "instances": inst,
@@ -181,6 +218,46 @@ def write_field(
     return samples, files
 
 
+def _make_field(task: tuple[int, np.random.SeedSequence, str], *, root: str, preset: SurveyPreset,
+                params: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Simulate and write one field (a task of :func:`generate_dataset`)."""
+    field_id, seed, split = task
+    sim = simulate_field(preset, **params, field_id=field_id, seed=seed)
+    return write_field(sim, root, field_id=field_id, split=split)
+
+
+def _finished_fields(out: Path, generator: dict[str, Any]) -> tuple[Manifest, dict[int, tuple]]:
+    """Read the record of an interrupted (or finished) dataset in ``out`` for ``resume``.
+
+    Returns the record and, per field whose files all match their hashes, its
+    samples and files.
+    """
+    for candidate in (out / MANIFEST_NAME, out / PARTIAL_NAME):
+        if candidate.is_file():
+            previous = Manifest.load(candidate)
+            break
+    else:
+        msg = f"cannot resume in {out}: it is not empty and holds no {MANIFEST_NAME} or {PARTIAL_NAME}"
+        raise FileExistsError(msg)
+    wanted = json.loads(json.dumps(generator))
+    if previous.generator != wanted:
+        differ = sorted(k for k in set(wanted) | set(previous.generator)
+                        if wanted.get(k) != previous.generator.get(k))
+        msg = (f"cannot resume in {out}: its dataset was made with other settings ({', '.join(differ)}"
+               "); choose another folder or pass overwrite=True")
+        raise FileExistsError(msg)
+    finished = {}
+    for field_id in sorted({int(s["field"]) for s in previous.samples}):
+        prefix = f"f{field_id:04d}/"
+        files = {rel: digest for rel, digest in previous.files.items() if rel.startswith(prefix)}
+        intact = all((out / rel).is_file() and sha256_file(out / rel) == digest
+                     for rel, digest in files.items())
+        if files and intact:
+            samples = [s for s in previous.samples if int(s["field"]) == field_id]
+            finished[field_id] = (samples, files)
+    return previous, finished
+
+
 def generate_dataset(
     output_dir: str | os.PathLike,
     *,
@@ -192,9 +269,12 @@ def generate_dataset(
     name: str | None = None,
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     overwrite: bool = False,
+    resume: bool = False,
+    scheduler: Any = None,
+    progress: bool = False,
     **scene_params: Any,
 ) -> Manifest:
-    """Simulate ``n_fields`` fields and write them, one at a time, as a dataset.
+    """Simulate ``n_fields`` fields and write them, one task per field, as a dataset.
 
     Parameters
     ----------
@@ -216,6 +296,16 @@ def generate_dataset(
         Train/val/test fractions of the fields (:func:`astrid.manifest.assign_splits`).
     overwrite : bool
         Empty a non-empty ``output_dir`` instead of refusing.
+    resume : bool
+        Finish an interrupted dataset in ``output_dir`` made with the same settings:
+        fields whose files match their recorded sha256 are skipped (a finished
+        dataset is returned as it is).
+    scheduler : str, distributed.Client or None
+        Where the fields are made: ``"serial"``, ``"local"``, a scheduler address
+        or a client (:func:`astrid.cluster.resolve_scheduler`); None means
+        ``$ASTRID_DASK_SCHEDULER``, else serial. The files are the same bytes on all.
+    progress : bool
+        Show a progress bar (and the Dask dashboard link).
     **scene_params
         Further :func:`simulate_field` parameters (counts, band, noise knobs).
 
@@ -229,7 +319,8 @@ def generate_dataset(
     ValueError
         For bad or unknown parameters (before anything is written).
     FileExistsError
-        If ``output_dir`` is not empty and ``overwrite`` is False.
+        If ``output_dir`` is not empty and neither ``overwrite`` nor ``resume``
+        is given, or ``resume`` finds a dataset made with other settings.
 
     Examples
     --------
@@ -243,6 +334,9 @@ def generate_dataset(
         raise ValueError(msg)
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         msg = f"seed must be a non-negative int, got {seed!r}"
+        raise ValueError(msg)
+    if overwrite and resume:
+        msg = "overwrite and resume exclude each other: overwrite empties the folder, resume keeps it"
         raise ValueError(msg)
     for bad in ("field_id",):
         if bad in scene_params:
@@ -261,37 +355,50 @@ def generate_dataset(
               "image_size": int(image_size)}
     record = {k: _plain(v) for k, v in sorted(params.items())}
     record.update(n_fields=int(n_fields), split_fractions=_plain(tuple(split_fractions)))
+    generator = {"function": GENERATOR, "survey": preset.name, "preset": preset.to_dict(),
+                 "params": record, "seed": int(seed)}
 
-    out = prepare_output_dir(output_dir, overwrite=overwrite)
-    manifest = Manifest(
-        root=out,
-        name=name or f"{preset.name}_s{seed}",
-        kind="synthetic",
-        generator={
-            "function": GENERATOR,
-            "survey": preset.name,
-            "preset": preset.to_dict(),
-            "params": record,
-            "seed": int(seed),
-        },
-        info=provenance(),
-    )
+    out = Path(output_dir)
+    finished: dict[int, tuple] = {}
+    if resume and out.is_dir() and any(out.iterdir()):
+        previous, finished = _finished_fields(out, generator)
+        if len(finished) == n_fields and previous.path.name == MANIFEST_NAME:
+            log.info("%s: all %d fields already complete in %s", previous.name, n_fields, out)
+            return previous
+        log.info("resuming in %s: %d of %d fields already complete", out, len(finished), n_fields)
+    else:
+        if not overwrite and out.is_dir() and any(out.iterdir()):
+            msg = (f"output folder {out} exists and is not empty; choose another, pass overwrite=True, "
+                   "or resume=True to finish an interrupted dataset")
+            raise FileExistsError(msg)
+        out = prepare_output_dir(output_dir, overwrite=overwrite)
+    manifest = Manifest(root=out, name=name or f"{preset.name}_s{seed}", kind="synthetic",
+                        generator=generator, info=provenance())
+
+    def collect(fields: dict[int, tuple]) -> Manifest:
+        manifest.samples = [s for f in sorted(fields) for s in fields[f][0]]
+        manifest.files = {rel: d for f in sorted(fields) for rel, d in fields[f][1].items()}
+        return manifest
+
     children = np.random.SeedSequence(int(seed)).spawn(int(n_fields))
-    sim_params = {k: v for k, v in params.items() if k != "n_fields"}
-    for field_id, child in enumerate(children):
-        sim = simulate_field(preset, **sim_params, field_id=field_id, seed=child)
-        samples, files = write_field(sim, out, field_id=field_id, split=splits[field_id])
-        manifest.samples.extend(samples)
-        manifest.files.update(files)
-        del sim
-        log.debug("field %d written", field_id)
-    manifest.save()
+    todo = [(f, children[f], splits[f]) for f in range(n_fields) if f not in finished]
+    collect(finished).save(out / PARTIAL_NAME)
+    map_items(
+        _make_field, todo, scheduler=scheduler, progress=progress, desc="generate_field",
+        shared={"root": str(out), "preset": preset,
+                "params": params},
+        on_result=lambda i, result: finished.__setitem__(todo[i][0], result),
+        checkpoint=lambda: collect(finished).save(out / PARTIAL_NAME),
+    )
+    collect(finished).save()
+    (out / PARTIAL_NAME).unlink(missing_ok=True)
     log.info("%s: %d samples from %d fields in %s", manifest.name, len(manifest), n_fields, out)
     return manifest
 
 
 def regenerate(
-    manifest_path: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False
+    manifest_path: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False,
+    resume: bool = False, scheduler: Any = None, progress: bool = False,
 ) -> Manifest:
     """Rebuild a synthetic dataset from a manifest's generator record and check every sha256.
 
@@ -303,6 +410,8 @@ def regenerate(
         New (or empty) folder for the rebuilt dataset.
     overwrite : bool
         Empty a non-empty ``output_dir`` instead of refusing.
+    resume, scheduler, progress
+        As for :func:`generate_dataset`.
 
     Returns
     -------
@@ -333,7 +442,8 @@ def regenerate(
     if "split_fractions" in params:
         params["split_fractions"] = tuple(params["split_fractions"])
     rebuilt = generate_dataset(output_dir, survey=preset, seed=int(gen["seed"]), name=source.name,
-                               overwrite=overwrite, **params)
+                               overwrite=overwrite, resume=resume, scheduler=scheduler,
+                               progress=progress, **params)
     mismatches = sorted(
         rel for rel in set(source.files) | set(rebuilt.files)
         if source.files.get(rel) != rebuilt.files.get(rel)
@@ -347,9 +457,13 @@ def regenerate(
 
 
 def generate_named(
-    name: str, output_dir: str | os.PathLike, *, overwrite: bool = False
+    name: str, output_dir: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
+    scheduler: Any = None, progress: bool = False,
 ) -> Manifest:
     """Generate the named recipe ``name`` of :data:`DATASETS` into ``output_dir``.
+
+    ``overwrite``, ``resume``, ``scheduler`` and ``progress`` are as for
+    :func:`generate_dataset`.
 
     Raises
     ------
@@ -359,14 +473,15 @@ def generate_named(
     Examples
     --------
     >>> sorted(DATASETS)
-    ['full', 'quick', 'tiny']
+    ['full', 'quick', 'survey', 'tiny']
     """
     if name not in DATASETS:
         msg = f"unknown dataset recipe {name!r}; known: {', '.join(sorted(DATASETS))}"
         raise ValueError(msg)
     recipe = DATASETS[name]
     return generate_dataset(output_dir, survey=recipe["survey"], seed=recipe["seed"], name=name,
-                            overwrite=overwrite, **recipe["params"])
+                            overwrite=overwrite, resume=resume, scheduler=scheduler,
+                            progress=progress, **recipe["params"])
 
 
 def object_counts(manifest: Manifest | str | os.PathLike) -> pd.DataFrame:

@@ -15,6 +15,14 @@ band has its own reference coadd. Sources get their colours from spectral
 energy distributions (:mod:`astrid.simulate.scene`, :mod:`astrid.simulate.transients`);
 magnitudes drawn by the generators are those of the main band (``band``).
 Without ``bands`` a field is taken in one band exactly as before.
+
+Survey-like cadence (both off by default, so every existing dataset stays the
+same byte for byte): ``visits_per_night=2`` takes the epochs in nights of two
+visits 30-60 minutes apart, as ZTF revisits a field within a night so that
+asteroids can be linked (bands still cycle from epoch to epoch: g and r in the
+same night give a colour); ``hot_pixels_fixed=True`` puts a field's hot pixels
+at the same detector pixels with the same charge in every epoch, as a real
+detector's are, instead of drawing new ones per epoch.
 """
 
 from __future__ import annotations
@@ -338,17 +346,22 @@ def _header(
     }
 
 
-def _epoch_mjds(rng: np.random.Generator, n: int, n_bands: int = 1) -> tuple[float, list[float]]:
+def _epoch_mjds(rng: np.random.Generator, n: int, n_bands: int = 1,
+                visits_per_night: int | None = None) -> tuple[float, list[float]]:
     """First epoch in 2018-2022, then revisits; returns the reference MJD and the epochs'.
 
-    One band: each revisit is the same night (30 %) or 1-5 nights later. Several
-    bands: the epochs cycle through the bands, 15-60 minutes apart within a
-    night, and a new cycle starts 1-5 nights later.
+    With ``visits_per_night``: nights of that many epochs, 30-60 minutes apart,
+    each night 1-5 nights after the last. Otherwise, one band: each revisit is
+    the same night (30 %) or 1-5 nights later; several bands: the epochs cycle
+    through the bands, 15-60 minutes apart within a night, and a new cycle
+    starts 1-5 nights later.
     """
     mjd = 58300.0 + rng.uniform(0.0, 1500.0)
     mjds = [mjd]
     for k in range(1, n):
-        if n_bands > 1:
+        if visits_per_night is not None:
+            gap = rng.uniform(30.0, 60.0) / 1440.0 if k % visits_per_night else rng.uniform(1.0, 5.0)
+        elif n_bands > 1:
             gap = rng.uniform(15.0, 60.0) / 1440.0 if k % n_bands else rng.uniform(1.0, 5.0)
         else:
             gap = rng.uniform(0.02, 0.08) if rng.random() < 0.3 else rng.uniform(1.0, 5.0)
@@ -440,6 +453,14 @@ def check_parameters(survey: str | SurveyPreset, **params: Any) -> tuple[SurveyP
             msg = f"{name} must be a number in [{lo}, {hi}], got {value!r}"
             raise ValueError(msg)
 
+    visits = values["visits_per_night"]
+    if visits is not None and (not isinstance(visits, int | np.integer) or isinstance(visits, bool)
+                               or visits < 1):
+        msg = f"visits_per_night must be None or an int >= 1, got {visits!r}"
+        raise ValueError(msg)
+    if not isinstance(values["hot_pixels_fixed"], bool | np.bool_):
+        msg = f"hot_pixels_fixed must be True or False, got {values['hot_pixels_fixed']!r}"
+        raise ValueError(msg)
     if not isinstance(values["field_id"], int | np.integer) or values["field_id"] < 0:
         msg = f"field_id must be a non-negative int, got {values['field_id']!r}"
         raise ValueError(msg)
@@ -463,6 +484,8 @@ def simulate_field(
     n_saturated: Count = 0,
     band: str | None = None,
     bands: Sequence[str] | None = None,
+    visits_per_night: int | None = None,
+    hot_pixels_fixed: bool = False,
     host_fraction: float = 0.9,
     star_count_slope: float = 0.35,
     registration_sigma: float = 0.1,
@@ -511,6 +534,16 @@ def simulate_field(
         is in ``bands[k % len(bands)]``, the bands of a cycle 15-60 minutes
         apart in one night; each band has its own reference. None (default):
         every epoch in ``band``.
+    visits_per_night : int, optional
+        Take the epochs in nights of this many visits, 30-60 minutes apart
+        (2: ZTF's paired visits, which let asteroids be linked within a night),
+        nights 1-5 days apart; bands keep cycling per epoch. None (default):
+        the cadence described under ``bands`` (one band: a revisit is the same
+        night 30 % of the time).
+    hot_pixels_fixed : bool
+        Keep the field's hot pixels (count, detector pixels and charge) the
+        same in every epoch, as a detector's are; False (default) draws new
+        ones per epoch.
     host_fraction : float
         Fraction of supernovae given a host galaxy (the rest are hostless).
     star_count_slope : float
@@ -567,7 +600,7 @@ def simulate_field(
     ra = rng.uniform(0.0, 360.0)
     sin_dec = rng.uniform(math.sin(math.radians(-30.0)), math.sin(math.radians(70.0)))
     dec = math.degrees(math.asin(sin_dec))
-    ref_mjd, mjds = _epoch_mjds(rng, n_epochs, len(band_list))
+    ref_mjd, mjds = _epoch_mjds(rng, n_epochs, len(band_list), visits_per_night)
     epoch_bands = [band_list[k % len(band_list)] for k in range(n_epochs)]
     stars = draw_stars(preset, band, rng, shape=shape, n=_draw_count(n_stars, rng),
                        slope=star_count_slope)
@@ -675,6 +708,8 @@ def simulate_field(
             return {}
         return {f"mag_{c}": float(mag_of(wavelength[c], wavelength[band])) for c in band_list}
 
+    s_hot = ss.spawn(1)[0] if hot_pixels_fixed else None  # the detector's hot pixels, one draw per field
+
     epochs = []
     for k, mjd in enumerate(mjds):
         re, cond, b = epoch_rngs[k], conditions[k], epoch_bands[k]
@@ -726,7 +761,8 @@ def simulate_field(
                 obj.params.update(band_truth(body.band_mag))
                 objects.append(obj)
         objects += cosmic_rays(re, _draw_count(n_cosmic_rays, re), shape=shape)
-        objects += hot_pixels(re, _draw_count(n_hot_pixels, re), shape=shape)
+        rh = re if s_hot is None else np.random.default_rng(s_hot)  # fixed: the same draw each epoch
+        objects += hot_pixels(rh, _draw_count(n_hot_pixels, rh), shape=shape)
         objects += bad_columns(re, _draw_count(n_bad_columns, re), sky=sky,
                                pixel_sigma=dep_b.pixel_sigma)
         objects += satellite_trails(re, _draw_count(n_satellites, re), shape=shape, psf=psf,
