@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -489,6 +490,7 @@ def run_study(
     device: str | None = None,
     seed: int = 0,
     cross_manifest: Manifest | str | os.PathLike | None = None,
+    scheduler: Any = None,
 ) -> StudyResult:
     """Evaluate the U-Net, the baseline, the classifier and the ensemble side by side.
 
@@ -511,6 +513,14 @@ def run_study(
     cross_manifest : Manifest or path, optional
         A dataset of another survey preset: its test split is evaluated with the
         same models and thresholds and reported under ``cross_survey``.
+    scheduler : str or distributed.Client, optional
+        Where images are processed (:func:`astrid.cluster.resolve_scheduler`;
+        default serial, or ``ASTRID_DASK_SCHEDULER``).
+
+    When the test samples carry a quality flag (:func:`astrid.quality.quality_dataset`),
+    the metrics are also reported for the test images that pass the
+    pre-filter alone, under ``quality_filter`` (same models and thresholds),
+    with the count of skipped images and their reasons.
 
     Returns
     -------
@@ -527,9 +537,10 @@ def run_study(
             raise ValueError(msg)
     cap = slice(None, max_images)
     timer = metrics.StageTimer()
-    train = collect_candidates(manifest, splits["train"][:max_train_images], model, device=device)
-    val = collect_candidates(manifest, splits["val"][cap], model, device=device)
-    test = collect_candidates(manifest, splits["test"][cap], model, timer=timer, device=device)
+    options = {"device": device, "scheduler": scheduler}
+    train = collect_candidates(manifest, splits["train"][:max_train_images], model, **options)
+    val = collect_candidates(manifest, splits["val"][cap], model, **options)
+    test = collect_candidates(manifest, splits["test"][cap], model, timer=timer, **options)
 
     x, y = _training_table(train, ("baseline", "unet"))
     calibration = "isotonic" if min(y.sum(), (1 - y).sum()) >= 200 else "sigmoid"
@@ -568,6 +579,8 @@ def run_study(
         "ensemble_fit": ensemble_fit,
         "models": models,
     }
+    if any("quality_flag" in image.sample for image in test):
+        result["quality_filter"] = _quality_filtered(test, thresholds, shape=shape, survey=survey)
     if cross_manifest is not None:
         result["cross_survey"] = _cross_survey(cross_manifest, model, classifier, ensemble,
                                                thresholds, max_images=max_images, device=device)
@@ -596,6 +609,21 @@ def _fit_ensemble(val: list[ImageCandidates], train: list[ImageCandidates],
     equal = EnsembleScorer.from_dict({"columns": ["score_unet", "score_classifier"], "C": 1.0,
                                       "eps": 1e-4, "coef": [0.5, 0.5], "intercept": 0.0})
     return equal, "unfitted: mean of logits"
+
+
+def _quality_filtered(images: list[ImageCandidates], thresholds: dict[str, float], *,
+                      shape: tuple[int, int], survey: Any) -> dict[str, Any]:
+    """Measure the test images that pass the quality pre-filter; count and explain the skipped ones."""
+    flags = [str(i.sample.get("quality_flag", "passed")) for i in images]
+    kept = [i for i, flag in zip(images, flags, strict=True) if flag == "passed"]
+    skipped = [flag.removeprefix("skipped: ") for flag in flags if flag != "passed"]
+    out: dict[str, Any] = {"n_images": len(kept), "n_skipped": len(skipped),
+                           "skipped_reasons": dict(Counter(skipped)), "models": {}}
+    if kept:
+        tables = _tables(kept)
+        out["models"] = {m: _summaries(tables[m], image_shape=shape, pixel_scale=survey.pixel_scale,
+                                       threshold=thresholds[m]) for m in METHODS}
+    return out
 
 
 def _cross_survey(manifest: Manifest | str | os.PathLike, model: Any, classifier: RealBogusClassifier,

@@ -47,6 +47,9 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
         assert REQUIRED <= set(summary)
         assert "threshold" in summary
     assert result["manifest_hash"] and result["cross_survey"]["survey"] == "decam"
+    filtered = result["quality_filter"]  # notebook 02 scored every pair's quality
+    assert filtered["n_images"] + filtered["n_skipped"] == result["n_images"]
+    assert sum(filtered["skipped_reasons"].values()) == filtered["n_skipped"]
     assert (tmp_path / "run" / "04_evaluate.html").stat().st_size > 10_000
     assert runs.read_outputs(tmp_path / "run" / "04_evaluate")["headline"]
 
