@@ -35,7 +35,9 @@ import pandas as pd
 
 from astrid import detect, metrics
 from astrid.classes import TRANSIENT_KINDS
-from astrid.classic import EnsembleScorer, RealBogusClassifier
+from astrid.classic import EnsembleScorer, RealBogusClassifier, feature_ablation
+from astrid.colour import COLOUR_FEATURES
+from astrid.context import CONTEXT_COLUMNS, kind_table
 from astrid.manifest import Manifest, atomic_write, read_fits
 from astrid.surveys import get_survey
 
@@ -491,6 +493,7 @@ def run_study(
     seed: int = 0,
     cross_manifest: Manifest | str | os.PathLike | None = None,
     scheduler: Any = None,
+    kind_ablation: bool = True,
 ) -> StudyResult:
     """Evaluate the U-Net, the baseline, the classifier and the ensemble side by side.
 
@@ -516,6 +519,12 @@ def run_study(
     scheduler : str or distributed.Client, optional
         Where images are processed (:func:`astrid.cluster.resolve_scheduler`;
         default serial, or ``ASTRID_DASK_SCHEDULER``).
+    kind_ablation : bool
+        On multi-epoch datasets, train the kind classifier on the baseline
+        candidates with and without temporal context (and colour, when the
+        dataset has g, r and i) and report per-kind recall, type macro-F1 and
+        bogus rejection of each under ``kind_ablation``
+        (:func:`astrid.classic.feature_ablation`).
 
     When the test samples carry a quality flag (:func:`astrid.quality.quality_dataset`),
     the metrics are also reported for the test images that pass the
@@ -579,6 +588,8 @@ def run_study(
         "ensemble_fit": ensemble_fit,
         "models": models,
     }
+    if kind_ablation and len({s.get("field") for s in manifest.samples}) < len(manifest.samples):
+        result["kind_ablation"] = _kind_ablation(manifest, train, test, seed=seed)
     if any("quality_flag" in image.sample for image in test):
         result["quality_filter"] = _quality_filtered(test, thresholds, shape=shape, survey=survey)
     if cross_manifest is not None:
@@ -609,6 +620,25 @@ def _fit_ensemble(val: list[ImageCandidates], train: list[ImageCandidates],
     equal = EnsembleScorer.from_dict({"columns": ["score_unet", "score_classifier"], "C": 1.0,
                                       "eps": 1e-4, "coef": [0.5, 0.5], "intercept": 0.0})
     return equal, "unfitted: mean of logits"
+
+
+def _kind_ablation(manifest: Manifest, train: list[ImageCandidates], test: list[ImageCandidates], *,
+                   seed: int) -> dict[str, Any]:
+    """Kind classifier with and without context (and colour): the table, or why it was skipped."""
+    bands = sorted({str(s.get("band")) for s in manifest.samples})
+    colour = set(bands) >= {"g", "r", "i"}
+    extra: dict[str, Sequence[str]] = {"context": CONTEXT_COLUMNS}
+    if colour:
+        extra.update({"colour": COLOUR_FEATURES, "colour+context": (*COLOUR_FEATURES, *CONTEXT_COLUMNS)})
+    try:
+        tables = {name: kind_table(manifest, images, bands=bands if colour else None)
+                  for name, images in (("train", train), ("test", test))}
+        found = feature_ablation(tables["train"], tables["test"], base_columns=detect.FEATURE_COLUMNS,
+                                 extra=extra, seed=seed, n_threads=1)
+    except ValueError as err:  # too few candidates or kinds in a tiny run
+        return {"skipped": str(err)}
+    return {"n_train": len(tables["train"]), "n_test": len(tables["test"]),
+            "summary": found.summary.reset_index(names="metric").to_dict(orient="records")}
 
 
 def _quality_filtered(images: list[ImageCandidates], thresholds: dict[str, float], *,
