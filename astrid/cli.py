@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from astrid.cluster import ENV_SCHEDULER
 
 __all__ = ["main"]
 
@@ -67,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     build.add_argument("--resume", action="store_true",
                        help="finish an interrupted build in --out (fields with matching hashes are kept)")
-    build.add_argument("--scheduler", help=SCHEDULER_HELP)
+    build.add_argument("--scheduler", help="Dask scheduler: serial, local, tcp://HOST:PORT or a "
+                       "scheduler.json (default: $ASTRID_DASK_SCHEDULER, else a LocalCluster for this machine)")
     verify = data_commands.add_parser("verify", help="check a dataset's files against its hashes")
     verify.add_argument("path", type=Path, help="dataset folder or manifest.json")
 
@@ -139,8 +143,9 @@ def _data(args: argparse.Namespace) -> int:
 
     source = WORKSPACE / "data_manifests" / f"{args.name}.json"
     out = args.out or WORKSPACE / "data" / args.name
+    scheduler = args.scheduler or os.environ.get(ENV_SCHEDULER, "").strip() or "local"
     manifest = regenerate(source, out, overwrite=args.overwrite, resume=args.resume,
-                          scheduler=args.scheduler, progress=True)
+                          scheduler=scheduler, progress=True)
     print(f"{args.name}: {len(manifest)} samples in {manifest.root}")
     return 0
 
