@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--resume", action="store_true",
                        help="finish an interrupted build in --out (fields with matching hashes are kept)")
     build.add_argument("--scheduler", help="Dask scheduler: serial, local, tcp://HOST:PORT or a "
-                       "scheduler.json (default: $ASTRID_DASK_SCHEDULER, else a LocalCluster for this machine)")
+                       "scheduler.json (default: $ASTRID_DASK_SCHEDULER, else a local cluster)")
     verify = data_commands.add_parser("verify", help="check a dataset's files against its hashes")
     verify.add_argument("path", type=Path, help="dataset folder or manifest.json")
 
