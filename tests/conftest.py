@@ -34,3 +34,14 @@ def bundle(tmp_path_factory):
     model = TrainedModel(build_unet(4, spec=spec),
                          ModelConfig(spec, ("science", "reference", "difference", "score"), tile_size=32))
     return save_model(model, tmp_path_factory.mktemp("bundle") / "model")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A throw-away SQLite MLflow store for one test module; yields its folder (``mlflow.db`` inside)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        mp.delenv("ASTRID_MLFLOW_ARTIFACT_ROOT", raising=False)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        yield root

@@ -12,17 +12,6 @@ TRAIN = {"model_size": "tiny", "tile_size": 32, "batch_size": 8, "tiles_per_epoc
          "calibration_pixels": 4000}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A throw-away SQLite store for this module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.delenv("ASTRID_MLFLOW_ARTIFACT_ROOT", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        yield f"sqlite:///{root}/mlflow.db"
-
-
 def _toy(root, survey, seed):
     manifest = make_dataset(root, size=32, seed=seed)
     for sample in manifest.samples:

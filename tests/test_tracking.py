@@ -16,17 +16,6 @@ SECRET = "sekrit-value-98765"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A throw-away SQLite store for this module (MLFLOW_TRACKING_URI points at it)."""
-    root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.delenv("ASTRID_MLFLOW_ARTIFACT_ROOT", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        yield root
-
-
-@pytest.fixture(scope="module")
 def result(tmp_path_factory):
     dataset = make_dataset(tmp_path_factory.mktemp("toy"))
     return train_unet(dataset, tile_size=32, epochs=2, model_size="tiny", batch_size=8,

@@ -27,15 +27,6 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.delenv("ASTRID_MLFLOW_ARTIFACT_ROOT", raising=False)
-        yield f"sqlite:///{root}/mlflow.db"
-
-
-@pytest.fixture(scope="module")
 def two_process(dataset, tmp_path_factory):
     return train_unet(dataset, processes=2, output_dir=tmp_path_factory.mktemp("ddp"), **TINY)
 
@@ -72,7 +63,7 @@ def test_two_process_training_is_logged_as_one_run(two_process, store):
 
     run = tracking.log_training(two_process, experiment="astrid-ddp", model_name="astrid-unet-ddp")
     assert run.tracked and run.model_uri == "models:/astrid-unet-ddp/1"
-    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db", registry_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.get_experiment_by_name("astrid-ddp")
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [run.run_id]
@@ -130,7 +121,8 @@ def test_torchrun_launch_trains_every_rank_and_rank0_logs(dataset, tmp_path, sto
     done = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
          "--master_port", str(free_port()), str(script)],
-        capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": store}, check=False,
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     reports = sorted((json.loads(line.split("RESULT", 1)[1]) for line in done.stdout.splitlines()
@@ -140,6 +132,6 @@ def test_torchrun_launch_trains_every_rank_and_rank0_logs(dataset, tmp_path, sto
     assert scores[0] == scores[1]  # replicated validation: every rank has the same losses and Dice
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store)
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("astrid-torchrun").experiment_id])
     assert len(runs) == 1 and runs[0].data.params["processes"] == "2"
