@@ -115,6 +115,16 @@ def _thread_limit(n_threads: int | None) -> AbstractContextManager[Any]:
     return threadpool_limits(limits=int(n_threads))
 
 
+def _check_common(classifier: Any) -> None:
+    """Check a classifier's ``n_threads`` and freeze its ``features`` into a tuple."""
+    n_threads = classifier.n_threads
+    if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
+        msg = f"n_threads must be a positive integer or None, got {n_threads!r}"
+        raise ValueError(msg)
+    if classifier.features is not None:
+        classifier.features = tuple(classifier.features)
+
+
 def _trusted(untrusted: Sequence[str]) -> list[str]:
     """Refuse any type outside scikit-learn's own modules."""
     refused = [t for t in untrusted if not t.startswith("sklearn.")]
@@ -179,11 +189,7 @@ class RealBogusClassifier:
         if int(self.cv) != self.cv or self.cv < 2:
             msg = f"cv must be an integer >= 2, got {self.cv!r}"
             raise ValueError(msg)
-        if self.n_threads is not None and (int(self.n_threads) != self.n_threads or self.n_threads < 1):
-            msg = f"n_threads must be a positive integer or None, got {self.n_threads!r}"
-            raise ValueError(msg)
-        if self.features is not None:
-            self.features = tuple(self.features)
+        _check_common(self)
 
     def _threads(self) -> AbstractContextManager[Any]:
         return _thread_limit(self.n_threads)
@@ -378,11 +384,7 @@ class KindClassifier:
         if int(self.max_iter) != self.max_iter or self.max_iter < 1:
             msg = f"max_iter must be a positive integer, got {self.max_iter!r}"
             raise ValueError(msg)
-        if self.n_threads is not None and (int(self.n_threads) != self.n_threads or self.n_threads < 1):
-            msg = f"n_threads must be a positive integer or None, got {self.n_threads!r}"
-            raise ValueError(msg)
-        if self.features is not None:
-            self.features = tuple(self.features)
+        _check_common(self)
 
     def fit(self, features: pd.DataFrame | ArrayLike, kinds: ArrayLike) -> KindClassifier:
         """Fit on a feature table and one kind name per row.
