@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from astrid.alerts import AlertTable
 from astrid.classic import EnsembleScorer, RealBogusClassifier
 from astrid.detect import candidate_features
 from astrid.manifest import Manifest, atomic_write
@@ -176,7 +177,6 @@ def alert_features(table: Any, *, psf: str = "match", gain: float = 6.2) -> pd.D
     table = load_alerts(table)
     rows = []
     for stamps, meta in zip(table.triplets, table.meta.to_dict("records"), strict=True):
-        stamps = np.where(np.isfinite(stamps), stamps, np.nanmedian(stamps, axis=(1, 2), keepdims=True))
         row: dict[str, Any] = {"candid": int(meta["candid"])}
         try:
             out = cutout_zogy(stamps, fwhm=_fwhm(meta), psf=psf, gain=gain)
@@ -244,6 +244,14 @@ def _weak_labels(meta: pd.DataFrame) -> np.ndarray:
     """1 real / 0 bogus / NaN unknown from :func:`astrid.realdata.weak_label`."""
     found = [weak_label(row) for row in meta.to_dict("records")]
     return np.array([math.nan if f is None else float(f[0] == "real") for f in found])
+
+
+def _fold_scores(table: AlertTable, rows: np.ndarray, model: Any) -> np.ndarray:
+    """U-Net real scores of the alerts in ``rows`` (NaN elsewhere), in the table's order."""
+    part = AlertTable(triplets=table.triplets[rows], meta=table.meta[rows].reset_index(drop=True))
+    found = score_alerts(part, model)
+    scores = found.set_index(found["candid"].astype(int))["score"]
+    return scores.reindex(table.meta["candid"].astype(int)).to_numpy(float)
 
 
 def _traditional(x: pd.DataFrame, labels: np.ndarray, train: np.ndarray, *, seed: int) -> np.ndarray:
@@ -354,15 +362,15 @@ def crossval_alerts(
     features = alert_features(table)
     x = features.drop(columns=["candid"])
     weak = weak_label_manifest(source, out / "weak_labels", overwrite=True)
-    base = score_alerts(table, model)[["candid", "score"]]
-    base["candid"] = base["candid"].astype(int)
+    candids = meta["candid"].astype(int)
+    synthetic = _fold_scores(table, np.ones(len(meta), bool), model)
     frames, runs = [], []
     for k in range(folds):
         val_fold = (k + 1) % folds
         is_test = (meta["fold"] == k).to_numpy()
         is_val = (meta["fold"] == val_fold).to_numpy()
         is_train = ~is_test & ~is_val
-        per_method = {"unet_synthetic": base.set_index("candid")["score"].reindex(meta["candid"].astype(int))}
+        per_method = {"unet_synthetic": synthetic}
         split_of = {k: "test", val_fold: "val"}
         fold_weak = replace(weak, samples=[{**s, "split": split_of.get(fold_of[int(s["candid"])], "train")}
                                            for s in weak.samples])
@@ -379,9 +387,7 @@ def crossval_alerts(
                     extra_params={"real_fraction": float(r), "fold": k, "crossval_by": by,
                                   "crossval_folds": folds},
                     tags={"finetuned": "true", "crossval": "true"}).model_uri
-            found = score_alerts(table, result.model)
-            per_method[f"unet_r{float(r):g}"] = found.set_index(found["candid"].astype(int))["score"].reindex(
-                meta["candid"].astype(int))
+            per_method[f"unet_r{float(r):g}"] = _fold_scores(table, is_val | is_test, result.model)
             runs.append({"fold": k, "real_fraction": float(r), "val_macro_dice": result.best_metric,
                          "seconds": round(result.seconds, 2), "bundle": str(result.bundle), "model_uri": uri})
         known = np.isfinite(labels)
@@ -391,12 +397,11 @@ def crossval_alerts(
         val_labels = labels[is_val & known]
         if np.unique(val_labels).size == 2:
             ensemble = EnsembleScorer(C=0.3).fit(stack[is_val & known].to_numpy(), val_labels)
-            per_method["ensemble"] = pd.Series(ensemble.predict_proba(stack.to_numpy()),
-                                               index=stack.index)
+            per_method["ensemble"] = ensemble.predict_proba(stack.to_numpy())
         else:  # a validation fold with one class cannot weigh the inputs: their mean
             per_method["ensemble"] = stack.mean(axis=1)
         for method, values in per_method.items():
-            frames.append(pd.DataFrame({"candid": meta["candid"].astype(int)[is_test].to_numpy(),
+            frames.append(pd.DataFrame({"candid": candids[is_test].to_numpy(),
                                         "objectId": meta["objectId"][is_test].to_numpy(), "fold": k,
                                         "method": method, "score": np.asarray(values, float)[is_test]}))
     scores = pd.concat(frames, ignore_index=True)

@@ -650,10 +650,16 @@ def _quality_filtered(images: list[ImageCandidates], thresholds: dict[str, float
     out: dict[str, Any] = {"n_images": len(kept), "n_skipped": len(skipped),
                            "skipped_reasons": dict(Counter(skipped)), "models": {}}
     if kept:
-        tables = _tables(kept)
-        out["models"] = {m: _summaries(tables[m], image_shape=shape, pixel_scale=survey.pixel_scale,
-                                       threshold=thresholds[m]) for m in METHODS}
+        out["models"] = _measured(kept, thresholds, shape=shape, survey=survey)
     return out
+
+
+def _measured(images: list[ImageCandidates], thresholds: dict[str, float], *, shape: tuple[int, int],
+              survey: Any) -> dict[str, dict[str, Any]]:
+    """Every method's metrics on ``images`` at thresholds chosen elsewhere."""
+    tables = _tables(images)
+    return {m: _summaries(tables[m], image_shape=shape, pixel_scale=survey.pixel_scale,
+                          threshold=thresholds[m]) for m in METHODS}
 
 
 def _cross_survey(manifest: Manifest | str | os.PathLike, model: Any, classifier: RealBogusClassifier,
@@ -663,15 +669,12 @@ def _cross_survey(manifest: Manifest | str | os.PathLike, model: Any, classifier
     images = collect_candidates(manifest, manifest.split("test")[:max_images], model, device=device)
     _score(images, classifier, ensemble)
     survey = get_survey(images[0].sample.get("survey", "decam"))
-    shape = images[0].instances.shape
-    tables = _tables(images)
     return {
         "dataset": manifest.name,
         "manifest_hash": manifest.content_hash(),
         "survey": survey.name,
         "n_images": len(images),
-        "models": {m: _summaries(tables[m], image_shape=shape, pixel_scale=survey.pixel_scale,
-                                 threshold=thresholds[m]) for m in METHODS},
+        "models": _measured(images, thresholds, shape=images[0].instances.shape, survey=survey),
     }
 
 

@@ -420,6 +420,17 @@ def _batched(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
+def _mark_failed(client: Any, run_id: str | None) -> None:
+    """Mark a run FAILED when there is one, as a best effort on a store that already failed."""
+    if client is None or run_id is None:
+        return
+    try:
+        with _quiet():
+            client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: S110 - best effort on a store that already failed
+        pass
+
+
 def log_training(
     result: Any,
     *,
@@ -521,12 +532,7 @@ def log_training(
         return TrackedRun(True, run_id, name if version else None, version, model_uri,
                           str(bundle), _mask_uri(uri))
     except Exception as err:  # the store must never break a training run
-        if client is not None and run_id is not None:
-            try:
-                with _quiet():
-                    client.set_terminated(run_id, "FAILED")
-            except Exception:  # noqa: S110 - best effort on a store that already failed
-                pass
+        _mark_failed(client, run_id)
         record = _write_local(bundle.parent / "tracking" / "run.json", result=result,
                               params=params, tags=run_tags, headline=headline, figures=figures,
                               reason=f"{type(err).__name__}: {_mask_uri(str(err))}")
@@ -752,11 +758,7 @@ def log_evaluation(
         return TrackedEvaluation(True, run_id, _mask_uri(uri))
     except Exception as err:  # evaluation results are on disk already: never fail here
         if own_run:
-            try:
-                with _quiet():
-                    client.set_terminated(run_id, "FAILED")
-            except Exception:  # noqa: S110 - best effort on a store that already failed
-                pass
+            _mark_failed(client, run_id)
         folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_eval_"))
         record = folder / "evaluation_run.json"
         local = {"reason": f"{type(err).__name__}: {_mask_uri(str(err))}",
@@ -1148,12 +1150,7 @@ def log_scoring_run(
             client.set_terminated(run_id, "FINISHED", end_time=_mjd_ms(end))
         return TrackedEvaluation(True, run_id, _mask_uri(uri))
     except Exception as err:  # scores are on disk already: monitoring must never fail a scoring run
-        if client is not None and run_id is not None:
-            try:
-                with _quiet():
-                    client.set_terminated(run_id, "FAILED")
-            except Exception:  # noqa: S110 - best effort on a store that already failed
-                pass
+        _mark_failed(client, run_id)
         folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="astrid_scoring_"))
         stem = f"scoring_{start:.5f}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
         record = folder / f"{stem}.json"
