@@ -393,7 +393,7 @@ def crossval_alerts(
         known = np.isfinite(labels)
         per_method["traditional"] = _traditional(x, labels, is_train & known, seed=seed)
         stack = pd.DataFrame({m: np.asarray(v, float) for m, v in per_method.items()})
-        stack = stack.loc[:, stack.notna().any()].fillna(0.5).clip(0.0, 1.0)
+        stack = stack.loc[:, stack.notna().any()].fillna(0.5)
         val_labels = labels[is_val & known]
         if np.unique(val_labels).size == 2:
             ensemble = EnsembleScorer(C=0.3).fit(stack[is_val & known].to_numpy(), val_labels)

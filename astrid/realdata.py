@@ -819,7 +819,7 @@ def score_alerts(
         yy, xx = np.indices((h, w))
         disk = np.hypot(yy - h // 2, xx - w // 2) <= radius
         probs = pred.probabilities[:, :, disk]  # (N, K, P)
-        real = probs[:, t_codes].sum(1)
+        real = np.clip(probs[:, t_codes].sum(1), 0.0, 1.0)  # float32 sums may pass 1 by rounding
         kinds = np.asarray([classes[t_codes[i]] for i in probs[:, t_codes].mean(2).argmax(1)])
         top = np.asarray([classes[fg_codes[i]] for i in probs[:, fg_codes].max(2).argmax(1)])
         unc = pred.uncertainty[:, disk].mean(1)
