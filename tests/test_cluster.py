@@ -201,6 +201,7 @@ def test_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(client, seri
 
 def test_interrupted_generation_resumes_skipping_finished_fields(client, serial_dataset, tmp_path):
     out = tmp_path / "ds"
+    client.restart(wait_for_workers=True)  # fresh workers: none still dying from the kill test before
     client.wait_for_workers(2)
     client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))
     client.register_plugin(KillOnce(tmp_path / "killed", "generate_field", index=2), name="kill")
