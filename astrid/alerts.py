@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from astrid.manifest import Manifest, assign_splits, prepare_output_dir, provenance, write_fits
+from astrid.surveys import AB_MICROJANSKY
 
 __all__ = [
     "CANDIDATE_FIELDS",
@@ -61,6 +62,7 @@ __all__ = [
     "alerts_to_manifest",
     "candidate_fields",
     "diff_is_flipped",
+    "difference_flux",
     "iter_alerts",
     "python_value",
     "read_alerts",
@@ -320,6 +322,35 @@ def diff_is_flipped(isdiffpos: Any) -> bool | None:
     if text in _NEGATIVE:
         return True
     return None
+
+
+def difference_flux(entry: Mapping[str, Any]) -> tuple[float, float]:
+    """Signed difference flux and its error, in microjansky, of one alert or history detection.
+
+    ``magpsf`` and ``sigmapsf`` give the size and error, ``isdiffpos`` the sign
+    (negative where the source faded against the reference).
+
+    Returns
+    -------
+    (float, float)
+        Flux and error; both ``nan`` without a ``magpsf`` or a known sign, the
+        error ``nan`` without a ``sigmapsf``.
+
+    Examples
+    --------
+    >>> flux, error = difference_flux({"magpsf": 23.9, "sigmapsf": 0.1, "isdiffpos": "f"})
+    >>> round(flux, 3), round(error, 4)
+    (-1.0, 0.0921)
+    >>> difference_flux({"diffmaglim": 20.5})
+    (nan, nan)
+    """
+    mag, sigma = python_value(entry.get("magpsf")), python_value(entry.get("sigmapsf"))
+    flipped = diff_is_flipped(entry.get("isdiffpos"))
+    if mag is None or flipped is None:
+        return math.nan, math.nan
+    size = 10.0 ** (-0.4 * (float(mag) - AB_MICROJANSKY))
+    error = size * float(sigma) * math.log(10.0) / 2.5 if sigma is not None else math.nan
+    return (-size if flipped else size), error
 
 
 def _decode_record(

@@ -38,6 +38,7 @@ import pandas as pd
 
 from astrid import detect
 from astrid.manifest import Manifest, read_fits
+from astrid.surveys import AB_MICROJANSKY
 
 __all__ = [
     "COLOUR_COLUMNS",
@@ -51,7 +52,6 @@ __all__ = [
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
 """ZTF filter id (``fid``) -> band name."""
 
-_AB_MICROJANSKY = 23.9  # AB magnitude of 1 microjansky
 _POGSON = 2.5 / math.log(10.0)
 
 
@@ -91,7 +91,7 @@ COLOUR_FEATURES: tuple[str, ...] = tuple(c for c in COLOUR_COLUMNS if not c.star
 def _asinh_mag(flux: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Asinh magnitude of ``flux`` (microjansky) softened at ``error``, and its 1-sigma error."""
     soft = np.where(error > 0, error, np.nan)
-    mag = -_POGSON * (np.arcsinh(flux / (2 * soft)) + np.log(soft)) + _AB_MICROJANSKY
+    mag = -_POGSON * (np.arcsinh(flux / (2 * soft)) + np.log(soft)) + AB_MICROJANSKY
     mag_err = _POGSON * error / np.sqrt(flux**2 + 4 * soft**2)
     return mag, mag_err
 
@@ -211,7 +211,7 @@ def colour_features(
                 msg = f"difference of sample {other['id']!r} lacks header {key!r} (flux scale)"
                 raise ValueError(msg)
         forced = detect.forced_photometry(difference, xy, psf=psf)
-        to_microjansky = 10.0 ** (-0.4 * (float(header["ZP"]) - _AB_MICROJANSKY)) / float(header["FD"])
+        to_microjansky = 10.0 ** (-0.4 * (float(header["ZP"]) - AB_MICROJANSKY)) / float(header["FD"])
         flux[b] = forced["flux"].to_numpy() * to_microjansky * sign
         error[b] = forced["flux_error"].to_numpy() * to_microjansky
     for b in bands:
@@ -222,18 +222,16 @@ def colour_features(
 
 def _alert_flux(entry: Mapping[str, Any]) -> tuple[float, float] | None:
     """Signed flux and error (microjansky) of an alert or history entry; 0 ± limit/5 for an upper limit."""
-    from astrid.alerts import diff_is_flipped
+    from astrid.alerts import difference_flux, python_value
 
-    mag, err = entry.get("magpsf"), entry.get("sigmapsf")
-    if mag is not None and err is not None and math.isfinite(mag) and math.isfinite(err):
-        flipped = diff_is_flipped(entry.get("isdiffpos"))
-        if flipped is None:
-            return None
-        size = 10.0 ** (-0.4 * (float(mag) - _AB_MICROJANSKY))
-        return (-size if flipped else size), size * float(err) / _POGSON
-    limit = entry.get("diffmaglim")
+    flux, error = difference_flux(entry)
+    if math.isfinite(flux) and math.isfinite(error):
+        return flux, error
+    if python_value(entry.get("magpsf")) is not None:  # a detection without its sign or error
+        return None
+    limit = python_value(entry.get("diffmaglim"))
     if limit is not None and math.isfinite(limit):
-        return 0.0, 10.0 ** (-0.4 * (float(limit) - _AB_MICROJANSKY)) / 5.0
+        return 0.0, 10.0 ** (-0.4 * (float(limit) - AB_MICROJANSKY)) / 5.0
     return None
 
 

@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 
 from astrid import detect
 from astrid.manifest import Manifest, read_fits
+from astrid.surveys import AB_MICROJANSKY
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -73,11 +74,12 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "flux_scatter",
     "motion_distance",
     "motion_rate",
+    "motion_partners",
+    "night_shift",
+    "night_shift_sigma",
 )
 """Columns of :func:`epoch_context` and :func:`alert_context` (see :func:`context_features`)."""
 
-_AB_MICROJANSKY = 23.9  # AB magnitude of 1 microjansky
-_MAG_PER_SNR = 2.5 / math.log(10.0)  # sigma_mag = 1.0857 / S/N
 
 
 # --------------------------------------------------------------------------- epochs
@@ -170,7 +172,7 @@ def read_epoch(manifest: Manifest, sample: Mapping[str, Any]) -> EpochImages:
         raise ValueError(msg)
     difference, header = read_fits(manifest.file(sample, "difference"), dtype=np.float64)
     zero_point, flux_scale = header.get("ZP"), header.get("FD")
-    scale = (10.0 ** (-0.4 * (float(zero_point) - _AB_MICROJANSKY)) / float(flux_scale)
+    scale = (10.0 ** (-0.4 * (float(zero_point) - AB_MICROJANSKY)) / float(flux_scale)
              if zero_point is not None and flux_scale else math.nan)
     return EpochImages(
         mjd=float(sample["mjd"]),
@@ -345,6 +347,16 @@ def context_features(
         ``flux_scatter``
             standard deviation over mean of ``|flux|`` over the detections at
             the position, this epoch's included (about 0 for a hot pixel);
+        ``night_shift``, ``night_shift_sigma``
+            arcsec between the candidate's S_corr centroid and that of the
+            detection of its sign within ``2 match_radius`` in another epoch at
+            most ``motion_days`` away (any band), and that offset over its
+            error (centroid errors from the PSF width over each peak's S/N,
+            plus 0.1 px of registration per epoch); the epoch where it is most
+            significant counts. About 0 and 1 for a static source, large for a
+            slow mover (a comet, an asteroid near its stationary point) whose
+            partner is too near for ``motion_distance``; ``nan`` when no such
+            epoch detects it;
         ``motion_distance``, ``motion_rate``
             arcsec to, and arcsec per hour implied by, the detection (passing
             the sharpness and dipole cuts of
@@ -354,7 +366,13 @@ def context_features(
             away, that lies beyond ``match_radius`` and within
             ``motion_radius``, is gone from this epoch, and whose epoch shows
             nothing at the candidate's position (a moving object's other
-            self); ``nan`` when there is none.
+            self), taken only when the match is mutual (from that detection
+            the candidate is the best match among this epoch's); ``nan`` when
+            there is none;
+        ``motion_partners``
+            the number of detections that qualified as partner (mutual or not;
+            1 for a lone asteroid, many for a fragment of a satellite trail
+            or an image full of cosmic rays).
 
     Raises
     ------
@@ -434,26 +452,125 @@ def context_features(
         spread = np.sqrt(np.maximum((magnitude**2).sum(axis=0) / count - mean**2, 0.0))
         out["flux_scatter"] = np.where((count >= 2) & (mean > 0), spread / mean, np.nan)
 
-    distance, hours = _motion(xy, sign, flux_now, current, partners, threshold=threshold,
-                              match_radius=match_radius, max_pixels=motion_radius / pixel_scale,
-                              max_days=motion_days, max_ratio=motion_flux_ratio)
+    distance, hours, n_partners = _motion(xy, sign, flux_now, current, partners, threshold=threshold,
+                                          match_radius=match_radius, max_pixels=motion_radius / pixel_scale,
+                                          max_days=motion_days, max_ratio=motion_flux_ratio)
     out["motion_distance"] = distance * pixel_scale
     with np.errstate(invalid="ignore", divide="ignore"):
         out["motion_rate"] = distance * pixel_scale / hours
+    out["motion_partners"] = n_partners
+    shift, significance = _night_shift(xy, sign, current, partners, threshold=threshold,
+                                       radius=2.0 * match_radius, max_days=motion_days)
+    out["night_shift"] = shift * pixel_scale
+    out["night_shift_sigma"] = significance
     return out
+
+
+_REGISTRATION_PX = 0.1  # registration error per epoch assumed in night_shift_sigma, pixels
+
+
+def _centroids(epoch: EpochImages, xy: np.ndarray, sign: np.ndarray,
+               radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (3x3, of the signed S_corr) of the peak of each candidate's sign within ``radius``.
+
+    Returns the ``(N, 2)`` centroids and the peaks' ``|S_corr|`` (``nan``
+    where nothing inside the radius can be measured).
+    """
+    n = len(xy)
+    score = epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
+    pixels = np.floor(xy + 0.5).astype(int)
+    r = max(1, math.ceil(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    win = _windows(score, pixels, r) * sign[:, None, None]
+    win[:, np.hypot(xx, yy) > radius] = np.nan
+    flat = win.reshape(n, -1)
+    pick = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
+    peak = flat[np.arange(n), pick]
+    at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
+    yy1, xx1 = np.mgrid[-1:2, -1:2]
+    core = np.clip(np.nan_to_num(_windows(score, at, 1) * sign[:, None, None]), 0.0, None)
+    total = core.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = np.column_stack([(core * xx1).sum(axis=(1, 2)) / total,
+                                  (core * yy1).sum(axis=(1, 2)) / total])
+    centre = at + np.where(total[:, None] > 0, offset, 0.0)
+    return centre, np.where(np.isfinite(peak) & (peak > 0), peak, np.nan)
+
+
+def _psf_sigma(psf: np.ndarray) -> float:
+    """Gaussian-equivalent sigma (pixels) of a centred PSF stamp from its second moments."""
+    h, w = psf.shape
+    yy, xx = np.mgrid[: h, : w]
+    weight = np.clip(psf, 0.0, None)
+    r2 = (xx - w // 2) ** 2 + (yy - h // 2) ** 2
+    return math.sqrt(max(float((weight * r2).sum() / weight.sum()) / 2.0, 0.09))
+
+
+def _night_shift(xy: np.ndarray, sign: np.ndarray, current: EpochImages, partners: Sequence[EpochImages],
+                 *, threshold: float, radius: float, max_days: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid offset (pixels) to each candidate's same-night detection elsewhere, and its significance.
+
+    The S_corr peak of a point source has about sqrt(2) times the PSF's
+    width, so its centroid error is about ``sqrt(2) sigma_psf / (S/N)``.
+    """
+    n = len(xy)
+    shift, significance = np.full(n, np.nan), np.full(n, -np.inf)
+    if n == 0:
+        return shift, np.full(n, np.nan)
+    here, peak_here = _centroids(current, xy, sign, 1.0)
+    width_here = math.sqrt(2.0) * _psf_sigma(current.psf_difference)
+    for epoch in partners:
+        if not 0 < abs(current.mjd - epoch.mjd) <= max_days:
+            continue
+        there, peak_there = _centroids(epoch, xy, sign, radius)
+        width_there = math.sqrt(2.0) * _psf_sigma(epoch.psf_difference)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.sqrt((width_here / peak_here) ** 2 + (width_there / peak_there) ** 2
+                            + 2.0 * _REGISTRATION_PX**2)
+            distance = np.hypot(*(there - here).T)
+            sig = np.where(peak_there >= threshold, distance / error, np.nan)
+        better = np.isfinite(sig) & (sig > significance)
+        shift[better], significance[better] = distance[better], sig[better]
+    return shift, np.where(np.isfinite(significance), significance, np.nan)
+
+
+def _match_costs(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, empty: np.ndarray,
+                 pxy: np.ndarray, psign: np.ndarray, pflux: np.ndarray, *, match_radius: float,
+                 max_pixels: float, max_ratio: float, compare_flux: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cost (flux mismatch, or distance) of pairing each position with each detection; inf: not allowed."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mismatch = np.abs(np.log(np.abs(pflux[None, :]) / np.abs(flux[:, None])))
+    dist = np.hypot(xy[:, None, 0] - pxy[None, :, 0], xy[:, None, 1] - pxy[None, :, 1])
+    if not compare_flux:  # no flux scale: nothing to compare
+        mismatch = dist
+    ok = ((dist > match_radius) & (dist <= max_pixels) & (psign[None, :] == sign[:, None])
+          & empty[:, None] & (mismatch <= math.log(max_ratio)))
+    return np.where(ok, mismatch, np.inf), dist
 
 
 def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochImages,
             partners: Sequence[EpochImages], *, threshold: float, match_radius: float,
-            max_pixels: float, max_days: float, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel distance to each candidate's moving-object partner, and the hours between the two epochs.
+            max_pixels: float, max_days: float, max_ratio: float,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel distance to each candidate's moving-object partner, hours between the epochs, partner count.
 
-    Of the eligible detections the one of most similar flux is the partner
-    (the nearest one when fluxes cannot be compared): nearer ones are more
-    often an unrelated cosmic ray or hot pixel of the other epoch.
+    The count is of the detections that could have been its partner. A
+    partner is a detection of the other epoch whose spot is empty now while
+    the candidate's spot is empty there. Of those, the one of most similar flux
+    (the nearest one when fluxes cannot be compared) is taken, and only when
+    the choice is mutual: seen from that detection, the most similar of this
+    epoch's detections (and candidates) is the candidate. Unrelated cosmic rays,
+    trail fragments and noise of the two epochs rarely pick each other.
     """
     n = len(xy)
     best, hours, cost = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
+    count = np.zeros(n)
+    if n == 0:
+        return best, hours, count
+    compare = bool(np.isfinite(current.microjansky_per_flux))
+    options = {"match_radius": match_radius, "max_pixels": max_pixels, "max_ratio": max_ratio,
+               "compare_flux": compare}
+    mine = None  # this epoch's detections, found once when first needed
     for epoch in partners:
         if not 0 < abs(current.mjd - epoch.mjd) <= max_days:
             continue
@@ -472,22 +589,33 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
         if not len(pxy):
             continue
         pflux = _forced_flux(epoch, pxy)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.abs(pflux[None, :]) / np.abs(flux[:, None])
-            mismatch = np.abs(np.log(ratio))
-        dist = np.hypot(xy[:, None, 0] - pxy[None, :, 0], xy[:, None, 1] - pxy[None, :, 1])
-        if not np.isfinite(current.microjansky_per_flux):  # no flux scale: nothing to compare
-            mismatch = dist
-        ok = ((dist > match_radius) & (dist <= max_pixels) & (psign[None, :] == sign[:, None])
-              & empty[:, None] & (mismatch <= math.log(max_ratio)))
-        mismatch = np.where(ok, mismatch, np.inf)
-        pick = np.argmin(mismatch, axis=1)
-        lowest = mismatch[np.arange(n), pick]
+        forward, dist = _match_costs(xy, sign, flux, empty, pxy, psign, pflux, **options)
+        count += np.isfinite(forward).sum(axis=1)
+        pick = np.argmin(forward, axis=1)
+        lowest = forward[np.arange(n), pick]
+        # mutual: from the picked detection, this epoch's best match is the candidate
+        if mine is None:
+            found = _point_sources(current, threshold)
+            mine = (np.vstack([xy, found[["x", "y"]].to_numpy(float)]),
+                    np.concatenate([sign, found["sign"].to_numpy(float)]),
+                    np.concatenate([flux, _forced_flux(current, found[["x", "y"]].to_numpy(float))]))
+        keep = np.abs(np.nan_to_num(_peak_score(epoch, mine[0], match_radius))) < threshold
+        mxy, msign, mflux = (a[keep] for a in mine)
+        chosen = np.isfinite(lowest) & keep[:n]
+        if chosen.any():
+            gone_now = np.ones(int(chosen.sum()), bool)  # the picked detections' spots are empty now
+            reverse, _ = _match_costs(pxy[pick[chosen]], psign[pick[chosen]], pflux[pick[chosen]], gone_now,
+                                      mxy, msign, mflux, **options)
+            back = mxy[np.argmin(reverse, axis=1)]
+            home = np.hypot(*(back - xy[chosen]).T) <= match_radius
+            mutual = np.zeros(n, bool)
+            mutual[np.flatnonzero(chosen)[home]] = True
+            lowest = np.where(mutual, lowest, np.inf)
         better = lowest < cost
         cost[better] = lowest[better]
         best[better] = dist[np.arange(n), pick][better]
         hours[better] = abs(current.mjd - epoch.mjd) * 24.0
-    return best, hours
+    return best, hours, count
 
 
 # --------------------------------------------------------------------------- manifest entry points
@@ -642,15 +770,11 @@ def context_stamps(
 
 def _signed_flux(entry: Mapping[str, Any]) -> tuple[float, float]:
     """Signed difference flux (microjansky) and S/N of one alert detection (nan without one or its sign)."""
-    from astrid.alerts import diff_is_flipped, python_value
+    from astrid.alerts import difference_flux
 
-    mag, sigma = python_value(entry.get("magpsf")), python_value(entry.get("sigmapsf"))
-    flipped = diff_is_flipped(entry.get("isdiffpos"))
-    if mag is None or flipped is None:
-        return math.nan, math.nan
-    sign = -1.0 if flipped else 1.0
-    snr = _MAG_PER_SNR / float(sigma) if sigma else math.nan
-    return sign * 10.0 ** (-0.4 * (float(mag) - _AB_MICROJANSKY)), sign * snr
+    flux, error = difference_flux(entry)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return flux, float(np.divide(flux, error)) if error else math.nan
 
 
 def _arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
@@ -750,17 +874,48 @@ def alert_context(record: Mapping[str, Any]) -> pd.Series:
     magnitudes = np.abs([f for _, f, _ in det] + [flux_now])
     if magnitudes.size >= 2:
         out["flux_scatter"] = float(np.std(magnitudes) / np.mean(magnitudes))
-    positions = [p for p, _, _ in det
+    positions = [(p, f, snr) for p, f, snr in det
                  if python_value(p.get("ra")) is not None and python_value(p.get("dec")) is not None]
     if positions and cand.get("ra") is not None and cand.get("dec") is not None:
-        last = positions[-1]
-        distance = _arcsec(float(last["ra"]), float(last["dec"]), float(cand["ra"]), float(cand["dec"]))
+        ra, dec = float(cand["ra"]), float(cand["dec"])
+        last = positions[-1][0]
+        distance = _arcsec(float(last["ra"]), float(last["dec"]), ra, dec)
         out["motion_distance"] = distance
         hours = (jd - float(last["jd"])) * 24.0
         out["motion_rate"] = distance / hours if hours > 0 else math.nan
+        out["night_shift"], out["night_shift_sigma"] = _alert_night_shift(cand, positions, ra, dec, jd)
     ss = python_value(cand.get("ssdistnr"))
     out["ss_distance"] = float(ss) if ss is not None and float(ss) >= 0 else math.nan
     return pd.Series(out, name=python_value(record.get("candid", cand.get("candid"))), dtype=float)
+
+
+def _alert_night_shift(cand: Mapping[str, Any], positions: Sequence[tuple[Mapping[str, Any], float, float]],
+                       ra: float, dec: float, jd: float, max_days: float = 0.5) -> tuple[float, float]:
+    """``night_shift`` (arcsec) and ``night_shift_sigma`` of an alert from its same-night earlier detections.
+
+    Centroid errors as for the images: ``sqrt(2) sigma_psf / (S/N)`` per
+    detection (``sigma_psf`` from the alert's ``fwhm``, ZTF pixels, default
+    2"), plus 0.1 px of registration each.
+    """
+    from astrid.alerts import python_value
+    from astrid.surveys import get_survey
+
+    scale = get_survey("ztf").pixel_scale
+    fwhm = python_value(cand.get("fwhm"))
+    fwhm_arcsec = float(fwhm) * scale if fwhm is not None and 0 < float(fwhm) < 20 else 2.0
+    width = math.sqrt(2.0) * fwhm_arcsec / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    _, snr_now = _signed_flux(cand)
+    best = (-math.inf, math.nan)
+    for entry, flux, snr in positions:
+        same_sign = math.copysign(1.0, flux) == math.copysign(1.0, snr_now)
+        if not (0 < jd - float(entry["jd"]) <= max_days and same_sign):
+            continue
+        distance = _arcsec(float(entry["ra"]), float(entry["dec"]), ra, dec)
+        error = math.sqrt((width / abs(snr_now)) ** 2 + (width / abs(snr)) ** 2
+                          + 2.0 * (_REGISTRATION_PX * scale) ** 2)
+        if math.isfinite(error) and distance / error > best[0]:
+            best = (distance / error, distance)
+    return (best[1], best[0]) if math.isfinite(best[0]) else (math.nan, math.nan)
 
 
 def alert_contexts(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:

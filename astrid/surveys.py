@@ -11,7 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["SURVEYS", "BandParameters", "SurveyPreset", "get_survey"]
+__all__ = ["AB_MICROJANSKY", "SURVEYS", "BandParameters", "SurveyPreset", "get_survey"]
+
+AB_MICROJANSKY = 23.9
+"""AB magnitude of 1 microjansky: ``flux_uJy = 10**(-0.4 (mag - AB_MICROJANSKY))``."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Kind classifier with and without colour and temporal context on the survey-like recipe (issue 8).
+"""Kind classifier with and without colour and temporal context on the full study's data (issue 8).
 
-Run: ``python benchmarks/bench_kind_ablation.py [--fields 48] [--data DIR] [--model DIR] [--causal]``
+Run: ``python benchmarks/bench_kind_ablation.py [--fields 48] [--seed N] [--data DIR] [--causal]``
 
-The ``survey`` recipe of :data:`astrid.simulate.DATASETS` (g, r, i cycling, ZTF-like pairs of
-visits 30-60 minutes apart, fixed hot pixels; ``--fields`` overrides its number of fields) is
-simulated and differenced with ZOGY. :func:`astrid.evaluate.collect_candidates` finds the
+The ``full`` recipe of :data:`astrid.simulate.DATASETS` (g, r, i cycling, ZTF-like pairs of
+visits 30-60 minutes apart, fixed hot pixels; ``--fields`` and ``--seed`` override its number of
+fields and seed, e.g. for a smaller development set that is not the study's) is simulated and
+differenced with ZOGY (on a Dask LocalCluster). :func:`astrid.evaluate.collect_candidates` finds the
 candidates of every image (the U-Net it also runs comes from ``--model``, or a tiny one is
 trained for one epoch: the candidates classified here are the S_corr peaks of the baseline
 detector unless ``--method unet``). :func:`astrid.context.kind_table` gives each candidate its
@@ -43,22 +44,22 @@ from astrid.evaluate import collect_candidates
 from astrid.manifest import MANIFEST_NAME, Manifest
 from astrid.simulate import DATASETS, generate_dataset
 
-RECIPE = DATASETS["survey"]
+RECIPE = DATASETS["full"]
 MODELS = {"colour": COLOUR_FEATURES, "context": CONTEXT_COLUMNS,
           "colour+context": (*COLOUR_FEATURES, *CONTEXT_COLUMNS)}
 
 
-def dataset(root: Path, n_fields: int) -> Manifest:
-    """The survey recipe with ``n_fields`` fields in ``root``, differenced (reused when already there)."""
+def dataset(root: Path, n_fields: int, seed: int) -> Manifest:
+    """The full recipe with ``n_fields`` fields and ``seed`` in ``root``, differenced (reused when there)."""
     if (root / MANIFEST_NAME).is_file():
         manifest = Manifest.load(root)
     else:
         params = {**RECIPE["params"], "n_fields": n_fields}
         params["split_fractions"] = tuple(params["split_fractions"])
-        manifest = generate_dataset(root, survey=RECIPE["survey"], seed=RECIPE["seed"], name="survey",
-                                    **params)
+        manifest = generate_dataset(root, survey=RECIPE["survey"], seed=seed, name="full",
+                                    scheduler="local", **params)
     if any("score" not in s for s in manifest.samples):
-        manifest = difference_dataset(manifest)
+        manifest = difference_dataset(manifest, scheduler="local")
     return manifest
 
 
@@ -75,7 +76,9 @@ def unet(manifest: Manifest, model_dir: Path | None, scratch: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=RECIPE["params"]["n_fields"],
-                        help="fields of the survey recipe to simulate (default the recipe's)")
+                        help="fields of the full recipe to simulate (default the recipe's)")
+    parser.add_argument("--seed", type=int, default=RECIPE["seed"],
+                        help="dataset seed (default the recipe's)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder: reused when it holds a manifest, else made there and kept")
     parser.add_argument("--model", type=Path, default=None, help="U-Net bundle for collect_candidates")
@@ -91,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         t0 = time.perf_counter()
-        manifest = dataset(args.data or scratch / "survey", args.fields)
+        manifest = dataset(args.data or scratch / "full", args.fields, args.seed)
         t1 = time.perf_counter()
         model = unet(manifest, args.model, scratch)
         tables = {}

@@ -167,8 +167,9 @@ def test_hot_pixel_recurs_with_constant_flux(field):
 def test_causal_context_ignores_later_epochs_and_other_fields(field):
     causal = _context(field, 0, SUPERNOVA[:2])
     assert causal.n_prior_epochs == 0
-    assert causal[[c for c in CONTEXT_COLUMNS if c not in ("n_prior_epochs", "n_prior_detections",
-                                                             "n_opposite_sign")]].isna().all()
+    counts = ("n_prior_epochs", "n_prior_detections", "n_opposite_sign", "motion_partners")
+    assert causal[[c for c in CONTEXT_COLUMNS if c not in counts]].isna().all()
+    assert causal.motion_partners == 0
     offline = _context(field, 0, SUPERNOVA[:2], causal=False)
     assert offline.n_prior_epochs == 4 and offline.n_prior_detections == 4
     assert offline.days_since_first_detection == pytest.approx(-1.0)  # first seen a day later

@@ -116,12 +116,11 @@ def test_overwrite_refusal(small, tmp_path):
 
 
 def test_named_recipes():
-    assert set(DATASETS) == {"tiny", "quick", "full", "survey"}
-    survey = DATASETS["survey"]["params"]
-    assert survey["bands"] == ["g", "r", "i"] and survey["visits_per_night"] == 2
-    assert survey["hot_pixels_fixed"] and 6 <= survey["n_epochs"] <= 8
+    assert set(DATASETS) == {"tiny", "quick", "full"}
     full = DATASETS["full"]["params"]
     assert full["n_fields"] * full["n_epochs"] >= 1000
+    assert full["bands"] == ["g", "r", "i"] and full["visits_per_night"] == 2
+    assert full["hot_pixels_fixed"] and 6 <= full["n_epochs"] <= 8
     quick = DATASETS["quick"]["params"]
     assert 40 <= quick["n_fields"] <= 60 and quick["image_size"] == 256
     assert DATASETS["tiny"]["params"]["image_size"] <= 96
