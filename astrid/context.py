@@ -74,6 +74,7 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "flux_scatter",
     "motion_distance",
     "motion_rate",
+    "motion_mutual",
     "motion_partners",
     "night_shift",
     "night_shift_sigma",
@@ -361,14 +362,16 @@ def context_features(
             arcsec to, and arcsec per hour implied by, the detection (passing
             the sharpness and dipole cuts of
             :func:`astrid.detect.candidates_from_score`; trailed ones too) of the candidate's
-            sign and most similar flux (within
-            ``motion_flux_ratio``) in another epoch at most ``motion_days``
+            sign and a flux within ``motion_flux_ratio`` in another epoch at most ``motion_days``
             away, that lies beyond ``match_radius`` and within
             ``motion_radius``, is gone from this epoch, and whose epoch shows
             nothing at the candidate's position (a moving object's other
-            self), taken only when the match is mutual (from that detection
-            the candidate is the best match among this epoch's); ``nan`` when
-            there is none;
+            self) of lowest cost (distance and flux mismatch), the first of
+            the three lowest that is mutual when one is; ``nan`` when there is
+            none;
+        ``motion_mutual``
+            1 when that partner's best match among this epoch's detections is
+            the candidate, else 0 (``nan`` without a partner);
         ``motion_partners``
             the number of detections that qualified as partner (mutual or not;
             1 for a lone asteroid, many for a fragment of a satellite trail
@@ -452,12 +455,13 @@ def context_features(
         spread = np.sqrt(np.maximum((magnitude**2).sum(axis=0) / count - mean**2, 0.0))
         out["flux_scatter"] = np.where((count >= 2) & (mean > 0), spread / mean, np.nan)
 
-    distance, hours, n_partners = _motion(xy, sign, flux_now, current, partners, threshold=threshold,
-                                          match_radius=match_radius, max_pixels=motion_radius / pixel_scale,
-                                          max_days=motion_days, max_ratio=motion_flux_ratio)
+    distance, hours, mutual, n_partners = _motion(
+        xy, sign, flux_now, current, partners, threshold=threshold, match_radius=match_radius,
+        max_pixels=motion_radius / pixel_scale, max_days=motion_days, max_ratio=motion_flux_ratio)
     out["motion_distance"] = distance * pixel_scale
     with np.errstate(invalid="ignore", divide="ignore"):
         out["motion_rate"] = distance * pixel_scale / hours
+    out["motion_mutual"] = mutual
     out["motion_partners"] = n_partners
     shift, significance = _night_shift(xy, sign, current, partners, threshold=threshold,
                                        radius=2.0 * match_radius, max_days=motion_days)
@@ -471,7 +475,7 @@ _REGISTRATION_PX = 0.1  # registration error per epoch assumed in night_shift_si
 
 def _centroids(epoch: EpochImages, xy: np.ndarray, sign: np.ndarray,
                radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid (3x3, of the signed S_corr) of the peak of each candidate's sign within ``radius``.
+    """Sub-pixel position of the peak of each candidate's sign (signed S_corr) within ``radius``.
 
     Returns the ``(N, 2)`` centroids and the peaks' ``|S_corr|`` (``nan``
     where nothing inside the radius can be measured).
@@ -487,13 +491,15 @@ def _centroids(epoch: EpochImages, xy: np.ndarray, sign: np.ndarray,
     pick = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
     peak = flat[np.arange(n), pick]
     at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
-    yy1, xx1 = np.mgrid[-1:2, -1:2]
-    core = np.clip(np.nan_to_num(_windows(score, at, 1) * sign[:, None, None]), 0.0, None)
-    total = core.sum(axis=(1, 2))
+    core = _windows(score, at, 1) * sign[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        offset = np.column_stack([(core * xx1).sum(axis=(1, 2)) / total,
-                                  (core * yy1).sum(axis=(1, 2)) / total])
-    centre = at + np.where(total[:, None] > 0, offset, 0.0)
+        # three-point Gaussian interpolation along each axis through the peak (exact for a Gaussian peak)
+        log = np.log(np.where(core > 0, core, np.nan))
+        offset = np.column_stack([
+            (log[:, 1, 0] - log[:, 1, 2]) / (2.0 * (log[:, 1, 0] - 2.0 * log[:, 1, 1] + log[:, 1, 2])),
+            (log[:, 0, 1] - log[:, 2, 1]) / (2.0 * (log[:, 0, 1] - 2.0 * log[:, 1, 1] + log[:, 2, 1])),
+        ])
+    centre = at + np.clip(np.nan_to_num(offset, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
     return centre, np.where(np.isfinite(peak) & (peak > 0), peak, np.nan)
 
 
@@ -534,88 +540,126 @@ def _night_shift(xy: np.ndarray, sign: np.ndarray, current: EpochImages, partner
     return shift, np.where(np.isfinite(significance), significance, np.nan)
 
 
-def _match_costs(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, empty: np.ndarray,
-                 pxy: np.ndarray, psign: np.ndarray, pflux: np.ndarray, *, match_radius: float,
-                 max_pixels: float, max_ratio: float, compare_flux: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Cost (flux mismatch, or distance) of pairing each position with each detection; inf: not allowed."""
+def _occupied(epoch: EpochImages, xy: np.ndarray, radius: float, threshold: float) -> np.ndarray:
+    """Whether a detection sits within ``radius`` of each position (1.0, 0.0; nan: not measurable).
+
+    A detection is a local maximum of ``|S_corr|`` beyond ``threshold``; the
+    slope of a bright source next to the position does not count.
+    """
+    n = len(xy)
+    score = np.abs(epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score))
+    pixels = np.floor(xy + 0.5).astype(int)
+    r = max(1, math.ceil(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    win = _windows(score, pixels, r)
+    inside = np.hypot(xx, yy) <= max(radius, 1.0)
+    win[:, ~inside] = np.nan
+    flat = win.reshape(n, -1)
+    measurable = np.isfinite(win[:, r, r])
+    pick = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
+    peak = flat[np.arange(n), pick]
+    at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
+    around = np.nan_to_num(_windows(score, at, 1), nan=-np.inf)
+    local = around.reshape(n, -1).max(axis=1) <= peak
+    return np.where(measurable, (peak >= threshold) & local, np.nan)
+
+
+_FLUX_WEIGHT = 0.25  # weight of the flux mismatch against distance in a motion partner's cost
+
+
+def _match_costs(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, pxy: np.ndarray, psign: np.ndarray,
+                 pflux: np.ndarray, *, match_radius: float, max_pixels: float, max_ratio: float,
+                 compare_flux: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cost of pairing each position with each detection (inf: not allowed), and their pixel distances.
+
+    The cost adds the squared distance and flux mismatch, each relative to its
+    largest allowed value, the mismatch weighted by :data:`_FLUX_WEIGHT`:
+    chance partners are spread over the area (more of them farther out), and
+    a genuine one has a similar flux, up to its colour when the two epochs are
+    in different bands. Symmetric in its two sides.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         mismatch = np.abs(np.log(np.abs(pflux[None, :]) / np.abs(flux[:, None])))
+    if not compare_flux:  # no flux scale: distance alone
+        mismatch = np.zeros_like(mismatch)
     dist = np.hypot(xy[:, None, 0] - pxy[None, :, 0], xy[:, None, 1] - pxy[None, :, 1])
-    if not compare_flux:  # no flux scale: nothing to compare
-        mismatch = dist
     ok = ((dist > match_radius) & (dist <= max_pixels) & (psign[None, :] == sign[:, None])
-          & empty[:, None] & (mismatch <= math.log(max_ratio)))
-    return np.where(ok, mismatch, np.inf), dist
+          & (mismatch <= math.log(max_ratio)))
+    cost = (dist / max_pixels) ** 2 + _FLUX_WEIGHT * (mismatch / math.log(max_ratio)) ** 2
+    return np.where(ok, cost, np.inf), dist
 
 
 def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochImages,
             partners: Sequence[EpochImages], *, threshold: float, match_radius: float,
-            max_pixels: float, max_days: float, max_ratio: float,
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel distance to each candidate's moving-object partner, hours between the epochs, partner count.
+            max_pixels: float, max_days: float, max_ratio: float, tries: int = 3,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each candidate's moving-object partner: distance, hours, whether mutual, number of possible ones.
 
-    The count is of the detections that could have been its partner. A
-    partner is a detection of the other epoch whose spot is empty now while
-    the candidate's spot is empty there. Of those, the one of most similar flux
-    (the nearest one when fluxes cannot be compared) is taken, and only when
-    the choice is mutual: seen from that detection, the most similar of this
-    epoch's detections (and candidates) is the candidate. Unrelated cosmic rays,
-    trail fragments and noise of the two epochs rarely pick each other.
+    Distances are in pixels. A partner is a detection of the other epoch (passing the baseline's cuts)
+    where nothing is detected now, while nothing is detected at the candidate
+    in that epoch. Of the ``tries`` of lowest :func:`_match_costs`, the first
+    mutual one is taken (seen from it, no other of this epoch's detections
+    costs less than the candidate), else the lowest; mutual partners win over
+    the other epochs' non-mutual ones. Unrelated cosmic rays, trail fragments
+    and noise of the two epochs rarely pick each other.
     """
     n = len(xy)
-    best, hours, cost = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
+    best, hours, mutual, rank = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
     count = np.zeros(n)
     if n == 0:
-        return best, hours, count
-    compare = bool(np.isfinite(current.microjansky_per_flux))
+        return best, hours, mutual, count
     options = {"match_radius": match_radius, "max_pixels": max_pixels, "max_ratio": max_ratio,
-               "compare_flux": compare}
+               "compare_flux": bool(np.isfinite(current.microjansky_per_flux))}
     mine = None  # this epoch's detections, found once when first needed
     for epoch in partners:
         if not 0 < abs(current.mjd - epoch.mjd) <= max_days:
             continue
-        # the candidate's spot is empty in that epoch ...
-        there = _peak_score(epoch, xy, match_radius)
-        empty = np.isfinite(there) & (np.abs(there) < threshold)
+        # nothing at the candidate's spot in that epoch ...
+        empty = _occupied(epoch, xy, match_radius, threshold) == 0
         if not empty.any():
             continue
         peaks = _point_sources(epoch, threshold)
         if peaks.empty:
             continue
         pxy = peaks[["x", "y"]].to_numpy(float)
-        # ... and the partner's spot is empty now
-        gone = np.abs(np.nan_to_num(_peak_score(current, pxy, match_radius))) < threshold
+        # ... and nothing now at the partner's
+        gone = _occupied(current, pxy, match_radius, threshold) != 1
         pxy, psign = pxy[gone], peaks["sign"].to_numpy(float)[gone]
         if not len(pxy):
             continue
         pflux = _forced_flux(epoch, pxy)
-        forward, dist = _match_costs(xy, sign, flux, empty, pxy, psign, pflux, **options)
+        forward, dist = _match_costs(xy, sign, flux, pxy, psign, pflux, **options)
+        forward[~empty] = np.inf
         count += np.isfinite(forward).sum(axis=1)
-        pick = np.argmin(forward, axis=1)
-        lowest = forward[np.arange(n), pick]
-        # mutual: from the picked detection, this epoch's best match is the candidate
         if mine is None:
             found = _point_sources(current, threshold)
-            mine = (np.vstack([xy, found[["x", "y"]].to_numpy(float)]),
-                    np.concatenate([sign, found["sign"].to_numpy(float)]),
-                    np.concatenate([flux, _forced_flux(current, found[["x", "y"]].to_numpy(float))]))
-        keep = np.abs(np.nan_to_num(_peak_score(epoch, mine[0], match_radius))) < threshold
-        mxy, msign, mflux = (a[keep] for a in mine)
-        chosen = np.isfinite(lowest) & keep[:n]
-        if chosen.any():
-            gone_now = np.ones(int(chosen.sum()), bool)  # the picked detections' spots are empty now
-            reverse, _ = _match_costs(pxy[pick[chosen]], psign[pick[chosen]], pflux[pick[chosen]], gone_now,
-                                      mxy, msign, mflux, **options)
-            back = mxy[np.argmin(reverse, axis=1)]
-            home = np.hypot(*(back - xy[chosen]).T) <= match_radius
-            mutual = np.zeros(n, bool)
-            mutual[np.flatnonzero(chosen)[home]] = True
-            lowest = np.where(mutual, lowest, np.inf)
-        better = lowest < cost
-        cost[better] = lowest[better]
+            fxy = found[["x", "y"]].to_numpy(float)
+            mine = (fxy, found["sign"].to_numpy(float), _forced_flux(current, fxy))
+        fxy, fsign, fflux = mine
+        keep = _occupied(epoch, fxy, match_radius, threshold) == 0
+        fxy, fsign, fflux = fxy[keep], fsign[keep], fflux[keep]
+        order = np.argsort(forward, axis=1)[:, :tries]
+        pick = order[:, 0]
+        is_mutual = np.zeros(n, bool)
+        for k in range(order.shape[1]):
+            cand = np.flatnonzero(~is_mutual & np.isfinite(forward[np.arange(n), order[:, k]]))
+            if not cand.size:
+                break
+            src = order[cand, k]
+            back, _ = _match_costs(pxy[src], psign[src], pflux[src], fxy, fsign, fflux, **options)
+            itself = np.hypot(fxy[None, :, 0] - xy[cand, None, 0], fxy[None, :, 1] - xy[cand, None, 1])
+            back[itself <= match_radius] = np.inf
+            rival = back.min(axis=1) if back.shape[1] else np.full(len(cand), np.inf)
+            won = rival >= forward[cand, src]
+            pick[cand[won]], is_mutual[cand[won]] = src[won], True
+        lowest = forward[np.arange(n), pick]
+        score = np.where(is_mutual, lowest, lowest + 10.0)  # costs are <= 1.25: mutual ones first
+        better = np.isfinite(lowest) & (score < rank)
+        rank[better] = score[better]
         best[better] = dist[np.arange(n), pick][better]
         hours[better] = abs(current.mjd - epoch.mjd) * 24.0
-    return best, hours, count
+        mutual[better] = is_mutual[better].astype(float)
+    return best, hours, mutual, count
 
 
 # --------------------------------------------------------------------------- manifest entry points

@@ -193,6 +193,47 @@ def test_context_stamps_show_the_previous_difference(field):
     assert np.isnan(first.difference).all() and first.previous == "" and math.isnan(first.dt_days)
 
 
+def _night_pair(sources_a, sources_b, seed=3):
+    """Two EpochImages 40 minutes apart with (x, y, flux) point sources on unit white noise."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    epochs = []
+    for k, sources in enumerate((sources_a, sources_b)):
+        d = rng.normal(0.0, 1.0, (SIZE, SIZE))
+        for x, y, flux in sources:
+            _render(d, x, y, flux)
+        score = ndimage.correlate(d, _psf(), mode="constant") / math.sqrt(np.sum(_psf() ** 2))
+        epochs.append(EpochImages(mjd=60000.0 + k * 40 / 1440, score=score, difference=d,
+                                  psf_difference=_psf(), microjansky_per_flux=1.0, name=f"e{k}"))
+    return epochs
+
+
+def test_slow_mover_shows_a_significant_centroid_shift_within_the_night():
+    sn, slow = (20.0, 20.0, 300.0), (44.0, 40.0, 300.0)
+    first, second = _night_pair([sn, slow], [sn, (slow[0] + 1.5, slow[1], slow[2])])
+    c = context_features([sn[:2], slow[:2]], first, [], partners=[second], pixel_scale=1.0)
+    # a static source's centroid stays within its error; a 1.5 px move at S/N ~ 50 is many sigma
+    assert c.night_shift[0] < 0.3 and c.night_shift_sigma[0] < 3.0
+    assert c.night_shift[1] == pytest.approx(1.5, abs=0.3) and c.night_shift_sigma[1] > 5.0
+    assert math.isnan(c.motion_distance[1])  # too near for a motion partner: the shift tells it
+    alone = context_features([sn[:2]], first, [], partners=[], pixel_scale=1.0)
+    assert math.isnan(alone.night_shift[0]) and math.isnan(alone.night_shift_sigma[0])
+
+
+def test_motion_partner_is_flagged_when_the_match_is_not_mutual():
+    # the asteroid moves 8 px between the night's visits; a brighter one-off source (a cosmic ray
+    # that passed the cuts) sits 16 px from the asteroid's second position
+    mover, other = (20.0, 30.0, 200.0), (44.0, 30.0, 320.0)
+    first, second = _night_pair([mover, other], [(28.0, 30.0, 200.0)])
+    c = context_features([mover[:2], other[:2]], first, [], partners=[second], pixel_scale=1.0)
+    assert c.motion_distance[0] == pytest.approx(8.0, abs=0.5) and c.motion_mutual[0] == 1
+    assert c.motion_rate[0] == pytest.approx(8.0 / (40 / 60), rel=0.05)  # arcsec per hour
+    # the one-off source would take the asteroid's second self, which picks the asteroid instead
+    assert c.motion_partners[1] == 1 and c.motion_distance[1] == pytest.approx(16.0, abs=0.5)
+    assert c.motion_mutual[1] == 0
+
+
 def test_forced_flux_of_a_simulated_supernova_matches_its_truth(tmp_path):
     """Simulator -> ZOGY -> context: microjansky from ZP and F_D agree with the truth magnitude."""
     manifest = generate_dataset(tmp_path / "sim", n_fields=1, n_epochs=3, image_size=64, seed=4,
@@ -239,6 +280,11 @@ def test_alert_context_from_a_hand_made_history():
     assert c.flux_rate == pytest.approx((flux(18.0) - flux(18.5)) / 2.0)
     assert c.prev_score == pytest.approx(1.0857 / 0.1, rel=1e-3)
     assert c.motion_distance == pytest.approx(1.0, rel=1e-3) and c.motion_rate == pytest.approx(1.0 / 48)
+    # no earlier detection the same night: no centroid shift (entry 108 is two days before)
+    assert math.isnan(c.night_shift)
+    same_night = alert_context({**record, "prv_candidates": [entry(109.9, 2, 18.0, ra=10.0, dec=20.0)]})
+    assert same_night.night_shift == pytest.approx(1.0, rel=1e-3)  # arcsec to the candidate
+    assert same_night.night_shift_sigma > 5  # S/N 22 and 11 in 2" seeing: a few tenths of an arcsec error
     assert math.isnan(c.ss_distance)
     # a first detection after an upper limit in its band: flux taken as 0 there, no magnitude rate
     first = alert_context({**record, "prv_candidates": record["prv_candidates"][:1]})
