@@ -295,6 +295,7 @@ def _zogy_kernels(psf_n: np.ndarray, psf_r: np.ndarray, *, sn: float, sr: float,
     reach_of = np.abs(np.stack([kn, kr, an, ar]))
     reach = np.any(reach_of > footprint_threshold * reach_of.max(axis=(1, 2), keepdims=True), axis=0)
     half = _support_half(reach.astype(float), 0.5)
+    half = (min(half[0], (g[0] - 1) // 2), min(half[1], (g[1] - 1) // 2))  # fits a small image's grid
     footprint = _centred_crop(reach, half)
     p_d = _centred_crop(p_d, (min(size[0] // 2, (g[0] - 1) // 2), min(size[1] // 2, (g[1] - 1) // 2)))
     return _Kernels(stamps=stamps, symmetric=sym, psf_difference=p_d / p_d.sum(),

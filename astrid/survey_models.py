@@ -15,7 +15,9 @@ Registered names
 
 :func:`model_for_survey` picks the survey's own model when one is
 registered, else the generic one, and says what to train when neither is.
-:func:`compare_generic_specific` measures both on each survey's test set.
+:func:`compare_generic_specific` measures both on each survey's test set, and
+:func:`survey_study` does the whole round: a dataset per preset, the generic
+model, one fine-tune per survey (and real ZTF), the picker and the comparison.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ __all__ = [
     "SURVEY_KEYS",
     "ModelChoice",
     "SurveyModel",
+    "SurveyStudy",
     "compare_generic_specific",
     "finetune_for_survey",
     "mix_manifests",
     "model_for_survey",
     "survey_model_name",
+    "survey_study",
     "train_generic",
 ]
 
@@ -550,3 +554,142 @@ def compare_generic_specific(
     frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     return frame
+
+
+_ALERT_TRAIN_OPTIONS = frozenset({"register", "tracking_uri", "seed", "device", "batch_size",
+                                  "tiles_per_epoch", "tile_size", "empty_fraction"})
+"""Options of :func:`survey_study` that the fine-tune on real alerts takes."""
+
+
+@dataclass(frozen=True)
+class SurveyStudy:
+    """What :func:`survey_study` made and measured.
+
+    Attributes
+    ----------
+    datasets : dict of str to Manifest
+        Survey key -> its dataset (with ZOGY products; the alerts manifest for :data:`REAL_ZTF`).
+    generic : SurveyModel
+        The generic model trained on every preset's dataset.
+    specific : dict of str to SurveyModel
+        Survey key -> its fine-tuned model.
+    choices : dict of str to ModelChoice
+        What :func:`model_for_survey` picks for each survey afterwards (``None``
+        values when nothing was registered).
+    comparison : pandas.DataFrame
+        :func:`compare_generic_specific` on every survey's test set.
+    """
+
+    datasets: dict[str, Manifest]
+    generic: SurveyModel
+    specific: dict[str, SurveyModel]
+    choices: dict[str, ModelChoice | None]
+    comparison: pd.DataFrame
+
+
+def survey_study(
+    output_dir: str | os.PathLike,
+    *,
+    surveys: Sequence[str] = ("ztf", "decam"),
+    alerts: str | os.PathLike | None = None,
+    n_fields: int = 6,
+    n_epochs: int = 2,
+    image_size: int = 96,
+    generic_epochs: int = 1,
+    finetune_epochs: int = 1,
+    max_alerts: int | None = None,
+    max_images: int | None = None,
+    register: bool = True,
+    tracking_uri: str | None = None,
+    device: str | None = None,
+    scheduler: Any = None,
+    seed: int = 0,
+    **train_options: Any,
+) -> SurveyStudy:
+    """Compare generic and survey-specific models end to end, on fresh data of each survey preset.
+
+    Each preset gets a simulated dataset (``seed + i`` for the i-th survey;
+    the object mix of the ``quick`` recipe) differenced with ZOGY;
+    :func:`train_generic` trains the generic model on all of them,
+    :func:`finetune_for_survey` fine-tunes one model per preset from it (and
+    one on real ZTF alerts when ``alerts`` is given), and
+    :func:`compare_generic_specific` measures the generic and each survey's own
+    model on that survey's test split.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        New or empty folder: ``data/<survey>/``, ``alerts/``, ``generic/``, ``<survey>/`` (bundles).
+    surveys : sequence of str
+        Survey presets (at least one; :data:`astrid.surveys.SURVEYS`).
+    alerts : path-like, optional
+        ZTF alert files or folder: adds :data:`REAL_ZTF` (its own model,
+        measured on the alerts' test split).
+    n_fields, n_epochs, image_size : int
+        Size of each preset's dataset (:func:`astrid.simulate.generate_dataset`);
+        images need room for the ZOGY kernels' edge frame (at least 96 px
+        with DECam's small pixels).
+    generic_epochs, finetune_epochs : int
+        Most training epochs of the generic model and of each fine-tune.
+    max_alerts : int, optional
+        Read at most this many alerts.
+    max_images : int, optional
+        Cap on validation and test images of each study.
+    register : bool
+        Log the runs and register the models (MLflow); the picker needs them.
+    tracking_uri : str, optional
+        MLflow store.
+    device : str, optional
+        Training and inference device.
+    scheduler : optional
+        Where simulation and differencing run (:func:`astrid.cluster.resolve_scheduler`).
+    seed : int
+        Seeds data, training and the studies' classifiers.
+    **train_options
+        More :func:`astrid.model.train_unet` options (``model_size``, ``tile_size``...).
+
+    Returns
+    -------
+    SurveyStudy
+
+    Raises
+    ------
+    ValueError
+        For no or unknown surveys, or a real ZTF key among ``surveys`` (pass ``alerts``).
+    FileExistsError
+        When ``output_dir`` holds files.
+    """
+    from astrid.alerts import alerts_to_manifest
+    from astrid.differencing import difference_dataset
+    from astrid.simulate import DATASETS, generate_dataset
+
+    keys = [_check_survey(s) for s in surveys]
+    if not keys or REAL_ZTF in keys or len(set(keys)) != len(keys):
+        msg = f"surveys must name distinct survey presets ({', '.join(SURVEYS)}), got {list(surveys)!r}"
+        raise ValueError(msg)
+    out = prepare_output_dir(output_dir)
+    datasets: dict[str, Manifest] = {}
+    size = ("n_fields", "n_epochs", "image_size")
+    mix = {k: v for k, v in DATASETS["quick"]["params"].items() if k not in size}
+    for i, key in enumerate(keys):
+        made = generate_dataset(out / "data" / key, survey=key, seed=seed + i, name=key, n_fields=n_fields,
+                                n_epochs=n_epochs, image_size=image_size, scheduler=scheduler, **mix)
+        datasets[key] = difference_dataset(made, scheduler=scheduler)
+    common = {"register": register, "tracking_uri": tracking_uri, "seed": seed, **train_options,
+              **({"device": device} if device is not None else {})}
+    generic = train_generic(list(datasets.values()), epochs=generic_epochs, output_dir=out / "generic",
+                            **common)
+    specific = {key: finetune_for_survey(generic, datasets[key], survey=key, epochs=finetune_epochs,
+                                         output_dir=out / key, **common) for key in keys}
+    if alerts is not None:
+        datasets[REAL_ZTF] = alerts_to_manifest(alerts, out / "alerts", max_alerts=max_alerts,
+                                                max_nan_fraction=0.05, seed=seed)
+        real = {k: v for k, v in common.items() if k in _ALERT_TRAIN_OPTIONS}  # no architecture to choose
+        specific[REAL_ZTF] = finetune_for_survey(generic, datasets[REAL_ZTF], survey=REAL_ZTF,
+                                                 epochs=finetune_epochs, output_dir=out / REAL_ZTF, **real)
+    choices = {key: model_for_survey(key, tracking_uri=tracking_uri) if register else None
+               for key in datasets}
+    comparison = compare_generic_specific(datasets, generic=generic, specific=specific,
+                                          tracking_uri=tracking_uri, max_images=max_images, device=device,
+                                          seed=seed)
+    return SurveyStudy(datasets, generic, specific, choices, comparison)

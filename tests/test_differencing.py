@@ -336,6 +336,19 @@ def test_baseline_score_is_normalised_on_noise():
 
 
 # --------------------------------------------------------------------------- bad input
+
+def test_wide_psf_on_a_small_image_keeps_the_mask_footprint_inside_the_image():
+    """A PSF nearly as wide as the image (DECam seeing on a 64 px cutout): the footprint fits its grid."""
+    rng = np.random.default_rng(7)
+    sci, ref = rng.normal(0.0, 1.0, (2, 64, 64))
+    mask = np.zeros((64, 64), bool)
+    mask[30, 30] = True
+    res = zogy(sci, ref, stamp("gaussian", 16.0, half=31), stamp("gaussian", 7.0, half=31),
+               sigma_science=1.0, sigma_reference=1.0, mask=mask)
+    assert res.info["footprint_radius"] <= 31 and res.mask[30, 30]
+    assert np.isfinite(res.score_corr).all()
+
+
 def test_bad_inputs_raise_value_errors_naming_the_problem(psfs):
     rng = np.random.default_rng(43)
     sci, ref = rng.normal(0.0, 10.0, (2, 64, 64))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import KOWALSKI
 from toy_data import make_dataset
 
 from astrid import survey_models, tracking
@@ -118,3 +119,22 @@ def test_comparison_has_generic_and_specific_rows_on_the_survey_test_set(ztf_mod
     # The baseline does not depend on the U-Net: both models must see the same test set.
     baseline = table[(table.method == "baseline") & (table.metric == "recall")].set_index("model").value
     assert baseline["generic"] == pytest.approx(baseline["specific"])
+
+
+def test_survey_study_fine_tunes_every_survey_and_real_ztf_and_compares_them(store, ztf, tmp_path):
+    study = survey_models.survey_study(tmp_path / "study", surveys=("ztf", "decam"), alerts=ztf / KOWALSKI,
+                                       max_alerts=24, n_fields=6, n_epochs=2, image_size=96, seed=5, **TRAIN)
+    assert set(study.datasets) == {"ztf", "decam", survey_models.REAL_ZTF}
+    assert study.generic.result.params["survey"] == "decam+ztf"  # one generic model over both presets
+    for key, model in study.specific.items():
+        assert model.name == f"astrid-unet-{key}"
+        assert model.base_model == f"astrid-unet-generic:{study.generic.version}"
+        assert study.choices[key].specific and study.choices[key].version == model.version  # the picker
+    table = study.comparison
+    for key in study.datasets:
+        assert set(table.loc[table.survey == key, "model"]) == {"generic", "specific"}
+    assert table.loc[table.metric.isin(["precision", "recall"]), "value"].dropna().between(0, 1).all()
+    with pytest.raises(ValueError, match="distinct survey presets"):
+        survey_models.survey_study(tmp_path / "bad", surveys=(survey_models.REAL_ZTF,))
+    with pytest.raises(FileExistsError):
+        survey_models.survey_study(tmp_path / "study")
