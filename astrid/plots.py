@@ -910,3 +910,42 @@ def show_drift_history(
     _date_axis(ax)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
+
+
+def show_generic_vs_specific(comparison: Any, *, method: str = "unet",
+                             metrics: Sequence[str] = ("f1", "average_precision", "auc_vs_drb_label"),
+                             size: float = 3.0) -> Any:
+    """Bar chart of the generic model against each survey's own model, one panel per metric.
+
+    ``comparison`` is :func:`astrid.survey_models.compare_generic_specific`'s
+    table; ``method`` picks which of its methods (``unet``, ``ensemble``...) is
+    shown. Metrics a survey does not have (``auc_vs_drb_label`` exists only for
+    real alerts) are left out of its panel.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> c = pd.DataFrame({"survey": ["ztf"] * 2, "model": ["generic", "specific"], "method": ["unet"] * 2,
+    ...                   "metric": ["f1"] * 2, "value": [0.8, 0.9]})
+    >>> fig = show_generic_vs_specific(c, metrics=["f1"])
+    >>> fig.axes[0].get_title()
+    'f1 (unet)'
+    """
+    from matplotlib.figure import Figure
+
+    rows = comparison[(comparison["method"] == method) & comparison["metric"].isin(list(metrics))]
+    shown = [m for m in metrics if m in set(rows["metric"])] or list(metrics[:1])
+    fig = Figure(figsize=(size * 1.3 * len(shown), size), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(shown)))
+    for ax, metric in zip(axes, shown, strict=True):
+        table = rows[rows["metric"] == metric].pivot_table(index="survey", columns="model", values="value")
+        x = np.arange(len(table))
+        for k, (model, colour) in enumerate((("generic", "0.6"), ("specific", "C0"))):
+            if model in table:
+                ax.bar(x + (k - 0.5) * 0.38, table[model].to_numpy(float), width=0.38, color=colour,
+                       label=model)
+        ax.set_xticks(x, list(table.index), fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{metric} ({method})", fontsize=9)
+    axes[0].legend(fontsize=8, loc="lower left")
+    return fig
