@@ -76,6 +76,7 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "motion_rate",
     "motion_mutual",
     "motion_partners",
+    "motion_chance",
     "night_shift",
     "night_shift_sigma",
 )
@@ -286,6 +287,7 @@ def context_features(
     motion_radius: float = 100.0,
     motion_days: float = 0.5,
     motion_flux_ratio: float = 3.0,
+    motion_threshold: float = 4.0,
     pixel_scale: float = 1.0,
 ) -> pd.DataFrame:
     """Light-curve and motion features of candidates from the other epochs of their field.
@@ -320,6 +322,10 @@ def context_features(
         (0.5: the same night, as asteroid tracklets are found).
     motion_flux_ratio : float
         Largest ratio between the partner's and the candidate's ``|flux|``.
+    motion_threshold : float
+        S_corr sigma a moving-object partner needs (below ``threshold``: the
+        partner is searched for with the candidate in hand, and a mover is
+        often fainter in the other visit's band).
     pixel_scale : float
         Arcsec per pixel.
 
@@ -375,7 +381,11 @@ def context_features(
         ``motion_partners``
             the number of detections that qualified as partner (mutual or not;
             1 for a lone asteroid, many for a fragment of a satellite trail
-            or an image full of cosmic rays).
+            or an image full of cosmic rays);
+        ``motion_chance``
+            the number of those expected by chance at most as far as the
+            partner, ``motion_partners (motion_distance / motion_radius)**2``
+            (small for a genuine partner; ``nan`` without one);
 
     Raises
     ------
@@ -396,7 +406,8 @@ def context_features(
     xy, index = detect.candidate_positions(candidates)
     for name, value in (("threshold", threshold), ("match_radius", match_radius),
                         ("motion_radius", motion_radius), ("motion_days", motion_days),
-                        ("motion_flux_ratio", motion_flux_ratio), ("pixel_scale", pixel_scale)):
+                        ("motion_flux_ratio", motion_flux_ratio), ("motion_threshold", motion_threshold),
+                        ("pixel_scale", pixel_scale)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             msg = f"{name} must be a positive number, got {value!r}"
             raise ValueError(msg)
@@ -456,13 +467,15 @@ def context_features(
         out["flux_scatter"] = np.where((count >= 2) & (mean > 0), spread / mean, np.nan)
 
     distance, hours, mutual, n_partners = _motion(
-        xy, sign, flux_now, current, partners, threshold=threshold, match_radius=match_radius,
-        max_pixels=motion_radius / pixel_scale, max_days=motion_days, max_ratio=motion_flux_ratio)
+        xy, sign, flux_now, current, partners, threshold=threshold, partner_threshold=motion_threshold,
+        match_radius=match_radius, max_pixels=motion_radius / pixel_scale, max_days=motion_days,
+        max_ratio=motion_flux_ratio)
     out["motion_distance"] = distance * pixel_scale
     with np.errstate(invalid="ignore", divide="ignore"):
         out["motion_rate"] = distance * pixel_scale / hours
     out["motion_mutual"] = mutual
     out["motion_partners"] = n_partners
+    out["motion_chance"] = n_partners * (distance * pixel_scale / motion_radius) ** 2
     shift, significance = _night_shift(xy, sign, current, partners, threshold=threshold,
                                        radius=2.0 * match_radius, max_days=motion_days)
     out["night_shift"] = shift * pixel_scale
@@ -590,8 +603,8 @@ def _match_costs(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, pxy: np.nda
 
 
 def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochImages,
-            partners: Sequence[EpochImages], *, threshold: float, match_radius: float,
-            max_pixels: float, max_days: float, max_ratio: float, tries: int = 3,
+            partners: Sequence[EpochImages], *, threshold: float, partner_threshold: float,
+            match_radius: float, max_pixels: float, max_days: float, max_ratio: float, tries: int = 3,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each candidate's moving-object partner: distance, hours, whether mutual, number of possible ones.
 
@@ -618,7 +631,7 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
         empty = _occupied(epoch, xy, match_radius, threshold) == 0
         if not empty.any():
             continue
-        peaks = _point_sources(epoch, threshold)
+        peaks = _point_sources(epoch, partner_threshold)
         if peaks.empty:
             continue
         pxy = peaks[["x", "y"]].to_numpy(float)
@@ -632,7 +645,7 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
         forward[~empty] = np.inf
         count += np.isfinite(forward).sum(axis=1)
         if mine is None:
-            found = _point_sources(current, threshold)
+            found = _point_sources(current, partner_threshold)
             fxy = found[["x", "y"]].to_numpy(float)
             mine = (fxy, found["sign"].to_numpy(float), _forced_flux(current, fxy))
         fxy, fsign, fflux = mine
@@ -684,6 +697,7 @@ def epoch_context(
     motion_radius: float = 100.0,
     motion_days: float = 0.5,
     motion_flux_ratio: float = 3.0,
+    motion_threshold: float = 4.0,
     pixel_scale: float | None = None,
 ) -> pd.DataFrame:
     """Temporal context of one epoch's candidates from the other epochs of the same field.
@@ -706,8 +720,8 @@ def epoch_context(
     causal : bool
         Look only at earlier epochs (what an alert stream knows); ``False``
         uses every other epoch of the field, later ones too (offline studies).
-    threshold, match_radius, motion_radius, motion_days, motion_flux_ratio : float
-        As in :func:`context_features` (S_corr sigma, pixels, arcsec, days, ratio).
+    threshold, match_radius, motion_radius, motion_days, motion_flux_ratio, motion_threshold : float
+        As in :func:`context_features` (S_corr sigma, pixels, arcsec, days, ratio, sigma).
     pixel_scale : float, optional
         Arcsec per pixel; default the sample's survey preset.
 
@@ -740,6 +754,7 @@ def epoch_context(
                             threshold=threshold,
                             match_radius=match_radius, motion_radius=motion_radius,
                             motion_days=motion_days, motion_flux_ratio=motion_flux_ratio,
+                            motion_threshold=motion_threshold,
                             pixel_scale=_pixel_scale(sample, pixel_scale))
 
 
