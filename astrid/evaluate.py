@@ -663,7 +663,7 @@ def _kind_ablation(manifest: Manifest, train: list[ImageCandidates], test: list[
         tables = {name: kind_table(manifest, images, causal=causal, bands=bands if colour else None)
                   for name, images in (("train", train), ("test", test))}
         found = feature_ablation(tables["train"], tables["test"], base_columns=detect.FEATURE_COLUMNS,
-                                 extra=extra, seed=seed, n_threads=1)
+                                 extra=extra, max_iter=300, seed=seed, n_threads=1)
     except ValueError as err:  # too few candidates or kinds in a tiny run
         return {"skipped": str(err)}
     return {"n_train": len(tables["train"]), "n_test": len(tables["test"]), "causal": causal,

@@ -232,6 +232,8 @@ def test_motion_partner_is_flagged_when_the_match_is_not_mutual():
     # the one-off source would take the asteroid's second self, which picks the asteroid instead
     assert c.motion_partners[1] == 1 and c.motion_distance[1] == pytest.approx(16.0, abs=0.5)
     assert c.motion_mutual[1] == 0
+    # chance partners expected that near: one eligible detection within (d / 100")**2 of the search area
+    assert c.motion_chance[0] == pytest.approx((8.0 / 100.0) ** 2, rel=0.15)
 
 
 def test_forced_flux_of_a_simulated_supernova_matches_its_truth(tmp_path):

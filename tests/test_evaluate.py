@@ -31,6 +31,18 @@ def test_quality_bars_met_and_failed():
     assert not row.met and row.value == pytest.approx(0.2)
 
 
+def test_kind_bars_read_the_colour_and_context_model():
+    summary = [{"metric": "type_macro_f1", "base": 0.9, "context": 0.95, "colour+context": 0.975},
+               {"metric": "recall/moving", "base": 0.8, "context": 0.99, "colour+context": 0.95}]
+    bars = evaluate.quality_bars({"models": _models(), "kind_ablation": {"summary": summary}})
+    kind = bars[bars.method == "kind classifier, colour+context"].set_index("bar")
+    assert list(kind.index) == [text for text, _, _ in evaluate.KIND_BARS]
+    assert kind.met.tolist() == [True, False] and kind.value.tolist() == [0.975, 0.95]
+    single_band = [{k: v for k, v in row.items() if k != "colour+context"} for row in summary]
+    bars = evaluate.quality_bars({"models": _models(), "kind_ablation": {"summary": single_band}})
+    assert bars[bars.method == "kind classifier, context"].met.tolist() == [False, True]
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path, capsys):
     """The whole study (01 -> 04) headlessly on tiny parameters, as `make run` does on quick."""
