@@ -557,8 +557,8 @@ def compare_generic_specific(
 
 
 _ALERT_TRAIN_OPTIONS = frozenset({"register", "tracking_uri", "seed", "device", "batch_size",
-                                  "tiles_per_epoch", "tile_size", "empty_fraction"})
-"""Options of :func:`survey_study` that the fine-tune on real alerts takes."""
+                                  "tiles_per_epoch", "empty_fraction"})
+"""Options of :func:`survey_study` the fine-tune on real alerts takes (it sizes its tiles to the stamps)."""
 
 
 @dataclass(frozen=True)
