@@ -158,16 +158,21 @@ def _image_candidates(sample: dict[str, Any], *, root: str, model: Any, options:
     manifest = Manifest(root=Path(root), name="task", samples=[sample])
     timer = metrics.StageTimer(sync=sync)
     images = _image_set(manifest, sample)
-    with timer("inference"):
-        prediction = predict_image(model, sample, manifest=manifest, device=options["device"],
-                                   nonfinite="fill")
+    if model is None:  # the S_corr peaks alone
+        segmentation = np.zeros(images["score"].shape, int)
+        unet = pd.DataFrame({c: [] for c in ("x", "y", "label", "kind", "score")})
+    else:
+        with timer("inference"):
+            prediction = predict_image(model, sample, manifest=manifest, device=options["device"],
+                                       nonfinite="fill")
+        with timer("candidates"):
+            segmentation = detect.segment_probabilities(prediction.probabilities,
+                                                        threshold=options["unet_threshold"])
+            unet = detect.candidates_from_probabilities(
+                prediction.probabilities, uncertainty=prediction.uncertainty,
+                segmentation=segmentation,
+            )
     with timer("candidates"):
-        segmentation = detect.segment_probabilities(prediction.probabilities,
-                                                    threshold=options["unet_threshold"])
-        unet = detect.candidates_from_probabilities(
-            prediction.probabilities, uncertainty=prediction.uncertainty,
-            segmentation=segmentation,
-        )
         baseline = detect.candidates_from_score(
             images["score"], difference=images["difference"], psf=images["psf_difference"],
             fwhm=images["fwhm"], mask=images["mask"], threshold=options["baseline_threshold"],
@@ -212,8 +217,9 @@ def collect_candidates(
         A dataset with the phase-2 products (``difference``, ``score``, ``psf_difference``).
     samples : sequence of dict
         Entries of ``manifest`` to process.
-    model : TrainedModel
-        The U-Net (see :func:`astrid.model.load_model`).
+    model : TrainedModel or None
+        The U-Net (see :func:`astrid.model.load_model`); None finds the S_corr
+        peaks alone (no U-Net candidates; e.g. for the kind classifier).
     timer : StageTimer, optional
         Accumulates seconds per stage (``inference``, ``candidates``, ``features``),
         summed over images (over workers on a cluster).
@@ -286,26 +292,6 @@ def _with_features(candidates: pd.DataFrame, images: dict[str, Any]) -> pd.DataF
                       features.drop(columns=[c for c in features if c in candidates])], axis=1)
 
 
-def _match(image: ImageCandidates, method: str, score_column: str) -> metrics.MatchTable:
-    cands = image.unet if method in ("unet", "ensemble") else image.baseline
-    truth = image.truth
-    kw: dict[str, Any] = {}
-    if method in ("unet", "ensemble") and len(cands):
-        kw = {"cand_kind": cands["kind"].to_numpy(), "cand_labels": cands["label"].to_numpy(),
-              "segmentation": image.segmentation}
-    return metrics.match_table(
-        cands[["x", "y"]].to_numpy(float).reshape(-1, 2),
-        cands[score_column].to_numpy(float) if len(cands) else np.zeros(0),
-        truth[["x", "y"]].to_numpy(float).reshape(-1, 2),
-        truth["kind"].to_numpy(str),
-        truth_snr=truth["snr"].to_numpy(float),
-        truth_ignore=truth["ambiguous"].to_numpy(bool) | _at(image.unusable, truth),
-        truth_instances=truth["instance"].to_numpy(int),
-        instance_map=image.instances,
-        **kw,
-    )
-
-
 def match_candidates(image: ImageCandidates, method: str, score_column: str) -> metrics.MatchTable:
     """Match one image's candidates of ``method`` to its truth as the study does.
 
@@ -325,12 +311,28 @@ def match_candidates(image: ImageCandidates, method: str, score_column: str) -> 
         With ``truth_index`` of each candidate (-1: unmatched), the truth kinds
         and ``truth_ignore`` (ambiguous, or on unusable pixels).
     """
-    return _match(image, method, score_column)
+    cands = image.unet if method in ("unet", "ensemble") else image.baseline
+    truth = image.truth
+    kw: dict[str, Any] = {}
+    if method in ("unet", "ensemble") and len(cands):
+        kw = {"cand_kind": cands["kind"].to_numpy(), "cand_labels": cands["label"].to_numpy(),
+              "segmentation": image.segmentation}
+    return metrics.match_table(
+        cands[["x", "y"]].to_numpy(float).reshape(-1, 2),
+        cands[score_column].to_numpy(float) if len(cands) else np.zeros(0),
+        truth[["x", "y"]].to_numpy(float).reshape(-1, 2),
+        truth["kind"].to_numpy(str),
+        truth_snr=truth["snr"].to_numpy(float),
+        truth_ignore=truth["ambiguous"].to_numpy(bool) | _at(image.unusable, truth),
+        truth_instances=truth["instance"].to_numpy(int),
+        instance_map=image.instances,
+        **kw,
+    )
 
 
 def _is_real(image: ImageCandidates, method: str) -> np.ndarray:
     """Real (1), bogus (0) or ambiguous (-1) label of each candidate of ``method``."""
-    table = _match(image, method, "score" if method == "unet" else "peak_score")
+    table = match_candidates(image, method, "score" if method == "unet" else "peak_score")
     labels = np.zeros(table.score.size, dtype=int)
     matched = table.truth_index >= 0
     kinds = table.truth_kind[table.truth_index[matched]]
@@ -376,7 +378,7 @@ SCORE_COLUMNS = {"unet": "score_unet", "baseline": "score", "traditional": "scor
 
 
 def _tables(images: Sequence[ImageCandidates]) -> dict[str, metrics.MatchTable]:
-    return {m: metrics.MatchTable.concat([_match(i, m, SCORE_COLUMNS[m]) for i in images])
+    return {m: metrics.MatchTable.concat([match_candidates(i, m, SCORE_COLUMNS[m]) for i in images])
             for m in METHODS}
 
 
@@ -617,7 +619,7 @@ def run_study(
         "models": models,
     }
     if kind_ablation and len({s.get("field") for s in manifest.samples}) < len(manifest.samples):
-        train += collect_candidates(manifest, splits["train"][max_train_images:], model, **options)
+        train += collect_candidates(manifest, splits["train"][max_train_images:], None, **options)
         result["kind_ablation"] = _kind_ablation(manifest, train, test, seed=seed, causal=kind_causal)
     if any("quality_flag" in image.sample for image in test):
         result["quality_filter"] = _quality_filtered(test, thresholds, shape=shape, survey=survey)

@@ -6,14 +6,14 @@ The ``full`` recipe of :data:`astrid.simulate.DATASETS` (g, r, i cycling, ZTF-li
 visits 30-60 minutes apart, fixed hot pixels; ``--fields`` and ``--seed`` override its number of
 fields and seed, e.g. for a smaller development set that is not the study's) is simulated and
 differenced with ZOGY (on a Dask LocalCluster). :func:`astrid.evaluate.collect_candidates` finds the
-candidates of every image (the U-Net it also runs comes from ``--model``, or a tiny one is
-trained for one epoch: the candidates classified here are the S_corr peaks of the baseline
-detector unless ``--method unet``). :func:`astrid.context.kind_table` gives each candidate its
-true kind, hand features, temporal context (``--causal``: earlier epochs only, as an alert
-stream sees them; default every epoch of the field, as an offline study) and colour in the
-night's other bands. :func:`astrid.classic.feature_ablation` trains the kind classifier on the
-train split's fields and scores it on the test split's: hand features alone (``base``), plus
-colour, plus context, plus both.
+candidates of every image: the S_corr peaks of the baseline detector, or with ``--method unet``
+the U-Net's (from ``--model``, or a tiny one trained for one epoch).
+:func:`astrid.context.kind_table` gives each candidate its true kind, hand features,
+temporal context (``--causal``: earlier epochs only, as an alert stream sees them; default every
+epoch of the field, as an offline study) and colour in the night's other bands.
+:func:`astrid.classic.feature_ablation` trains the kind classifier on the train split's fields and
+scores it on the test split's: hand features alone (``base``), plus colour, plus context, plus
+both.
 
 The bars of issue 8, both with colour and context: moving-object recall >= 0.99 and
 transient-type macro-F1 (over the true transients called a transient, as the study reports it)
@@ -63,10 +63,12 @@ def dataset(root: Path, n_fields: int, seed: int) -> Manifest:
     return manifest
 
 
-def unet(manifest: Manifest, model_dir: Path | None, scratch: Path):
-    """The U-Net that :func:`collect_candidates` runs: ``model_dir``, or a tiny one trained for one epoch."""
+def unet(manifest: Manifest, method: str, model_dir: Path | None, scratch: Path):
+    """The U-Net for ``--method unet``: ``model_dir``, or a tiny one trained for one epoch; else None."""
     from astrid.model import load_model, train_unet
 
+    if method != "unet":
+        return None  # collect_candidates finds the S_corr peaks alone
     if model_dir is not None:
         return load_model(model_dir)
     return train_unet(manifest, model_size="tiny", epochs=1, tiles_per_epoch=128, batch_size=16,
@@ -81,7 +83,8 @@ def main() -> None:
                         help="dataset seed (default the recipe's)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder: reused when it holds a manifest, else made there and kept")
-    parser.add_argument("--model", type=Path, default=None, help="U-Net bundle for collect_candidates")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="U-Net bundle whose candidates --method unet classifies")
     parser.add_argument("--method", choices=("baseline", "unet"), default="baseline",
                         help="whose candidates to classify")
     parser.add_argument("--causal", action="store_true", help="context from earlier epochs only")
@@ -96,7 +99,7 @@ def main() -> None:
         t0 = time.perf_counter()
         manifest = dataset(args.data or scratch / "full", args.fields, args.seed)
         t1 = time.perf_counter()
-        model = unet(manifest, args.model, scratch)
+        model = unet(manifest, args.method, args.model, scratch)
         tables = {}
         for split in ("train", "test"):
             images = collect_candidates(manifest, manifest.split(split), model, device="cpu")

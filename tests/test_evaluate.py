@@ -1,5 +1,6 @@
 import json
 
+import pandas.testing as pd_testing
 import pytest
 
 from astrid import cli, evaluate, runs
@@ -81,5 +82,21 @@ def test_match_handles_an_image_without_unet_candidates():
         sample={"id": "x"}, truth=truth, unet=empty, baseline=empty,
         segmentation=np.zeros((10, 10), int), instances=np.zeros((10, 10), int),
         unusable=np.zeros((10, 10), bool))
-    table = evaluate._match(image, "unet", "score")
+    table = evaluate.match_candidates(image, "unet", "score")
     assert table.score.size == 0 and table.n_truth == 1
+
+
+def test_candidates_without_a_model_are_the_baseline_peaks_alone(tmp_path, bundle):
+    from astrid.manifest import Manifest
+    from astrid.model import load_model
+
+    manifest = Manifest.load(runs.demo_manifest(tmp_path, differenced=True))
+    samples = manifest.samples[:2]
+    alone = evaluate.collect_candidates(manifest, samples, None)
+    both = evaluate.collect_candidates(manifest, samples, load_model(bundle))
+    for a, b in zip(alone, both, strict=True):
+        assert a.unet.empty and not a.segmentation.any()
+        assert len(a.baseline) > 0
+        pd_testing.assert_frame_equal(a.baseline, b.baseline)  # the same peaks and features
+        assert evaluate.match_candidates(a, "baseline", "peak_score").truth_index.tolist() == \
+            evaluate.match_candidates(b, "baseline", "peak_score").truth_index.tolist()
