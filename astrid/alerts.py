@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from astrid.manifest import Manifest, assign_splits, prepare_output_dir, provenance, write_fits
-from astrid.surveys import AB_MICROJANSKY
+from astrid.surveys import microjansky
 
 __all__ = [
     "CANDIDATE_FIELDS",
@@ -348,7 +348,7 @@ def difference_flux(entry: Mapping[str, Any]) -> tuple[float, float]:
     flipped = diff_is_flipped(entry.get("isdiffpos"))
     if mag is None or flipped is None:
         return math.nan, math.nan
-    size = 10.0 ** (-0.4 * (float(mag) - AB_MICROJANSKY))
+    size = microjansky(mag)
     error = size * float(sigma) * math.log(10.0) / 2.5 if sigma is not None else math.nan
     return (-size if flipped else size), error
 

@@ -38,7 +38,7 @@ import pandas as pd
 
 from astrid import detect
 from astrid.manifest import Manifest, read_fits
-from astrid.surveys import AB_MICROJANSKY
+from astrid.surveys import AB_MICROJANSKY, microjansky
 
 __all__ = [
     "COLOUR_COLUMNS",
@@ -211,7 +211,7 @@ def colour_features(
                 msg = f"difference of sample {other['id']!r} lacks header {key!r} (flux scale)"
                 raise ValueError(msg)
         forced = detect.forced_photometry(difference, xy, psf=psf)
-        to_microjansky = 10.0 ** (-0.4 * (float(header["ZP"]) - AB_MICROJANSKY)) / float(header["FD"])
+        to_microjansky = microjansky(header["ZP"]) / float(header["FD"])
         flux[b] = forced["flux"].to_numpy() * to_microjansky * sign
         error[b] = forced["flux_error"].to_numpy() * to_microjansky
     for b in bands:
@@ -231,7 +231,7 @@ def _alert_flux(entry: Mapping[str, Any]) -> tuple[float, float] | None:
         return None
     limit = python_value(entry.get("diffmaglim"))
     if limit is not None and math.isfinite(limit):
-        return 0.0, 10.0 ** (-0.4 * (float(limit) - AB_MICROJANSKY)) / 5.0
+        return 0.0, microjansky(limit) / 5.0
     return None
 
 

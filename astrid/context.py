@@ -43,7 +43,7 @@ from numpy.typing import ArrayLike
 
 from astrid import detect
 from astrid.manifest import Manifest, read_fits
-from astrid.surveys import AB_MICROJANSKY
+from astrid.surveys import microjansky
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -174,7 +174,7 @@ def read_epoch(manifest: Manifest, sample: Mapping[str, Any]) -> EpochImages:
         raise ValueError(msg)
     difference, header = read_fits(manifest.file(sample, "difference"), dtype=np.float64)
     zero_point, flux_scale = header.get("ZP"), header.get("FD")
-    scale = (10.0 ** (-0.4 * (float(zero_point) - AB_MICROJANSKY)) / float(flux_scale)
+    scale = (microjansky(zero_point) / float(flux_scale)
              if zero_point is not None and flux_scale else math.nan)
     return EpochImages(
         mjd=float(sample["mjd"]),

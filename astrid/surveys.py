@@ -11,10 +11,21 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["AB_MICROJANSKY", "SURVEYS", "BandParameters", "SurveyPreset", "get_survey"]
+__all__ = ["AB_MICROJANSKY", "SURVEYS", "BandParameters", "SurveyPreset", "get_survey", "microjansky"]
 
 AB_MICROJANSKY = 23.9
 """AB magnitude of 1 microjansky: ``flux_uJy = 10**(-0.4 (mag - AB_MICROJANSKY))``."""
+
+
+def microjansky(mag: float) -> float:
+    """Return the flux in microjansky of an AB magnitude (a zero point gives the flux of one unit).
+
+    Examples
+    --------
+    >>> microjansky(23.9), round(microjansky(16.4), 1)
+    (1.0, 1000.0)
+    """
+    return 10.0 ** (-0.4 * (float(mag) - AB_MICROJANSKY))
 
 
 @dataclass(frozen=True)

@@ -443,17 +443,22 @@ def test_pulsators_are_bluer_when_brighter_and_eclipses_are_grey():
         assert star.band_reference_mag(lam["r"], lam["r"]) == pytest.approx(star.reference_mag(), abs=1e-6)
 
 
+def _mover_steps(a, b):
+    """Each moving object in both epochs: its two catalogue rows and the pixels it moved."""
+    rows_a = a.catalog[a.catalog.kind == "moving"].set_index("object_id")
+    rows_b = b.catalog[b.catalog.kind == "moving"].set_index("object_id")
+    for name in rows_a.index.intersection(rows_b.index):
+        ra, rb = rows_a.loc[name], rows_b.loc[name]
+        yield ra, rb, math.hypot(rb.x - ra.x, rb.y - ra.y)
+
+
 def test_moving_objects_move_between_bands(colourful):
     scale = colourful.survey.pixel_scale
     pairs = 0
     for a, b in zip(colourful.epochs, colourful.epochs[1:], strict=False):
         if b.mjd - a.mjd > 0.1:
             continue  # next night
-        rows_a = a.catalog[a.catalog.kind == "moving"].set_index("object_id")
-        rows_b = b.catalog[b.catalog.kind == "moving"].set_index("object_id")
-        for name in rows_a.index.intersection(rows_b.index):
-            ra, rb = rows_a.loc[name], rows_b.loc[name]
-            step = math.hypot(rb.x - ra.x, rb.y - ra.y)
+        for ra, rb, step in _mover_steps(a, b):
             assert step == pytest.approx(ra.rate / scale * 24 * (b.mjd - a.mjd), rel=1e-3, abs=2e-3)
             assert step > 0.2  # a band taken minutes later sees it elsewhere
             assert rb[f"mag_{b.band}"] - ra[f"mag_{a.band}"] == pytest.approx(
@@ -501,11 +506,7 @@ def test_paired_visits_make_nights_of_two_and_link_moving_objects():
     assert np.all((gaps[1::2] >= 1440) & (gaps[1::2] <= 5 * 1440))  # then 1-5 days to the next night
     scale, linked = field.survey.pixel_scale, 0
     for a, b in zip(field.epochs[0::2], field.epochs[1::2], strict=True):
-        rows_a = a.catalog[a.catalog.kind == "moving"].set_index("object_id")
-        rows_b = b.catalog[b.catalog.kind == "moving"].set_index("object_id")
-        for name in rows_a.index.intersection(rows_b.index):
-            ra, rb = rows_a.loc[name], rows_b.loc[name]
-            step = math.hypot(rb.x - ra.x, rb.y - ra.y)
+        for ra, _, step in _mover_steps(a, b):
             assert step == pytest.approx(ra.rate / scale * 24 * (b.mjd - a.mjd), rel=1e-3, abs=2e-3)
             linked += 1
     assert linked >= 3  # seen twice in a night: a tracklet
