@@ -236,22 +236,39 @@ def _measure(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> _Spot:
     return _Spot(_peak_score(epoch, xy, match_radius), _forced_flux(epoch, xy))
 
 
+def _disc_peak(image: np.ndarray, xy: np.ndarray, radius: float,
+               weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest value of ``image`` (times each position's ``weight``) within ``radius`` of each position.
+
+    Returns the peak values (``-inf`` where the disc holds no finite pixel),
+    the peak pixels ``(N, 2)`` (x, y) and whether the centre pixel is finite.
+    """
+    n = len(xy)
+    pixels = np.floor(xy + 0.5).astype(int)
+    r = max(1, math.ceil(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    win = _windows(image, pixels, r)
+    if weight is not None:
+        win = win * weight[:, None, None]
+    centre = np.isfinite(win[:, r, r])
+    win[:, np.hypot(xx, yy) > max(radius, 1.0)] = np.nan
+    flat = np.where(np.isfinite(win), win, -np.inf).reshape(n, -1)
+    pick = np.argmax(flat, axis=1)
+    at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
+    return flat[np.arange(n), pick], at, centre
+
+
+def _masked_score(epoch: EpochImages) -> np.ndarray:
+    return epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
+
+
 def _peak_score(epoch: EpochImages, xy: np.ndarray, match_radius: float) -> np.ndarray:
     """Signed S_corr of largest modulus within ``match_radius`` of each position (nan: not measurable)."""
-    n = len(xy)
-    if n == 0:
-        return np.zeros(0)
-    pixels = np.floor(xy + 0.5).astype(int)
-    score = epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
-    r = max(1, math.ceil(match_radius))
-    win = _windows(score, pixels, r)
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    win[:, np.hypot(xx, yy) > max(match_radius, 1.0)] = np.nan
-    flat = win.reshape(n, -1)
-    valid = np.isfinite(flat).any(axis=1)
-    centre = win[:, r, r]
-    pick = np.argmax(np.where(np.isfinite(flat), np.abs(flat), -1.0), axis=1)
-    return np.where(valid & np.isfinite(centre), flat[np.arange(n), pick], np.nan)
+    score = _masked_score(epoch)
+    size, at, centre = _disc_peak(np.abs(score), xy, match_radius)
+    valid = centre & np.isfinite(size)
+    return np.where(valid, score[np.clip(at[:, 1], 0, score.shape[0] - 1),
+                                 np.clip(at[:, 0], 0, score.shape[1] - 1)], np.nan)
 
 
 def _forced_flux(epoch: EpochImages, xy: np.ndarray) -> np.ndarray:
@@ -493,17 +510,8 @@ def _centroids(epoch: EpochImages, xy: np.ndarray, sign: np.ndarray,
     Returns the ``(N, 2)`` centroids and the peaks' ``|S_corr|`` (``nan``
     where nothing inside the radius can be measured).
     """
-    n = len(xy)
-    score = epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score)
-    pixels = np.floor(xy + 0.5).astype(int)
-    r = max(1, math.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    win = _windows(score, pixels, r) * sign[:, None, None]
-    win[:, np.hypot(xx, yy) > radius] = np.nan
-    flat = win.reshape(n, -1)
-    pick = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
-    peak = flat[np.arange(n), pick]
-    at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
+    score = _masked_score(epoch)
+    peak, at, _ = _disc_peak(score, xy, radius, weight=sign)
     core = _windows(score, at, 1) * sign[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         # three-point Gaussian interpolation along each axis through the peak (exact for a Gaussian peak)
@@ -559,21 +567,10 @@ def _occupied(epoch: EpochImages, xy: np.ndarray, radius: float, threshold: floa
     A detection is a local maximum of ``|S_corr|`` beyond ``threshold``; the
     slope of a bright source next to the position does not count.
     """
-    n = len(xy)
-    score = np.abs(epoch.score if epoch.mask is None else np.where(epoch.mask, np.nan, epoch.score))
-    pixels = np.floor(xy + 0.5).astype(int)
-    r = max(1, math.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    win = _windows(score, pixels, r)
-    inside = np.hypot(xx, yy) <= max(radius, 1.0)
-    win[:, ~inside] = np.nan
-    flat = win.reshape(n, -1)
-    measurable = np.isfinite(win[:, r, r])
-    pick = np.argmax(np.where(np.isfinite(flat), flat, -np.inf), axis=1)
-    peak = flat[np.arange(n), pick]
-    at = pixels + np.column_stack([xx.ravel()[pick], yy.ravel()[pick]])
-    around = np.nan_to_num(_windows(score, at, 1), nan=-np.inf)
-    local = around.reshape(n, -1).max(axis=1) <= peak
+    size = np.abs(_masked_score(epoch))
+    peak, at, measurable = _disc_peak(size, xy, radius)
+    around = np.nan_to_num(_windows(size, at, 1), nan=-np.inf)
+    local = around.reshape(len(xy), -1).max(axis=1) <= peak
     return np.where(measurable, (peak >= threshold) & local, np.nan)
 
 
