@@ -37,6 +37,7 @@ from astrid.manifest import Manifest, atomic_write, prepare_output_dir, provenan
 from astrid.surveys import SURVEYS
 
 __all__ = [
+    "ALERT_TRAIN_OPTIONS",
     "COMPARISON_COLUMNS",
     "GENERIC_MODEL",
     "REAL_ZTF",
@@ -70,6 +71,10 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
 """Columns of :func:`compare_generic_specific` (one row per figure)."""
 
 _STUDY_METRICS = ("precision", "recall", "f1", "fp_per_image", "average_precision", "ece", "type_macro_f1")
+
+
+ALERT_TRAIN_OPTIONS = frozenset({"device", "batch_size", "tiles_per_epoch", "empty_fraction"})
+"""Training options :func:`finetune_for_survey` passes on when it fine-tunes on real alerts."""
 
 
 def _check_survey(survey: str) -> str:
@@ -356,7 +361,10 @@ def finetune_for_survey(
     seed : int
         Training seed.
     **train_options
-        More options of the training function (``tiles_per_epoch``, ``tile_size``...).
+        More options of the training function (``tiles_per_epoch``, ``tile_size``...). On
+        alerts only those of :data:`ALERT_TRAIN_OPTIONS` apply (the architecture
+        comes from the generic model, tiles are sized to the 63 px stamps); the
+        others are logged and left out, so one set of options serves every survey.
 
     Returns
     -------
@@ -389,8 +397,12 @@ def finetune_for_survey(
     base_tag = f"{base_name}:{base_version}" if base_version else base_name
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"astrid_{key}_"))
     if alerts:
+        ignored = sorted(set(train_options) - ALERT_TRAIN_OPTIONS)
+        if ignored:
+            log.info("fine-tuning on alerts: options %s do not apply", ignored)
         result = finetune_on_alerts(base, data, real_fraction=1.0, epochs=epochs, output_dir=out, lr=lr,
-                                    seed=seed, **train_options)
+                                    seed=seed, **{k: v for k, v in train_options.items()
+                                                  if k in ALERT_TRAIN_OPTIONS})
     else:
         result = train_unet(data, init_model=base, epochs=epochs, lr=lr, output_dir=out, seed=seed,
                             progress=False, **train_options)
@@ -556,11 +568,6 @@ def compare_generic_specific(
     return frame
 
 
-_ALERT_TRAIN_OPTIONS = frozenset({"register", "tracking_uri", "seed", "device", "batch_size",
-                                  "tiles_per_epoch", "empty_fraction"})
-"""Options of :func:`survey_study` the fine-tune on real alerts takes (it sizes its tiles to the stamps)."""
-
-
 @dataclass(frozen=True)
 class SurveyStudy:
     """What :func:`survey_study` made and measured.
@@ -684,9 +691,8 @@ def survey_study(
     if alerts is not None:
         datasets[REAL_ZTF] = alerts_to_manifest(alerts, out / "alerts", max_alerts=max_alerts,
                                                 max_nan_fraction=0.05, seed=seed)
-        real = {k: v for k, v in common.items() if k in _ALERT_TRAIN_OPTIONS}  # no architecture to choose
         specific[REAL_ZTF] = finetune_for_survey(generic, datasets[REAL_ZTF], survey=REAL_ZTF,
-                                                 epochs=finetune_epochs, output_dir=out / REAL_ZTF, **real)
+                                                 epochs=finetune_epochs, output_dir=out / REAL_ZTF, **common)
     choices = {key: model_for_survey(key, tracking_uri=tracking_uri) if register else None
                for key in datasets}
     comparison = compare_generic_specific(datasets, generic=generic, specific=specific,
