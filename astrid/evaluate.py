@@ -158,21 +158,22 @@ def _image_candidates(sample: dict[str, Any], *, root: str, model: Any, options:
     manifest = Manifest(root=Path(root), name="task", samples=[sample])
     timer = metrics.StageTimer(sync=sync)
     images = _image_set(manifest, sample)
-    if model is None:  # the S_corr peaks alone
-        segmentation = np.zeros(images["score"].shape, int)
-        unet = pd.DataFrame({c: [] for c in ("x", "y", "label", "kind", "score")})
-    else:
+    prediction = None
+    if model is not None:  # else the S_corr peaks alone
         with timer("inference"):
             prediction = predict_image(model, sample, manifest=manifest, device=options["device"],
                                        nonfinite="fill")
-        with timer("candidates"):
+    with timer("candidates"):
+        if prediction is None:
+            segmentation = np.zeros(images["score"].shape, int)
+            unet = pd.DataFrame({c: [] for c in ("x", "y", "label", "kind", "score")})
+        else:
             segmentation = detect.segment_probabilities(prediction.probabilities,
                                                         threshold=options["unet_threshold"])
             unet = detect.candidates_from_probabilities(
                 prediction.probabilities, uncertainty=prediction.uncertainty,
                 segmentation=segmentation,
             )
-    with timer("candidates"):
         baseline = detect.candidates_from_score(
             images["score"], difference=images["difference"], psf=images["psf_difference"],
             fwhm=images["fwhm"], mask=images["mask"], threshold=options["baseline_threshold"],
