@@ -30,10 +30,11 @@ pixels recur at a fixed detector position with a constant flux.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,12 @@ class EpochImages:
         Unusable pixels (``diff_mask``); nothing is measured there.
     name : str
         Label for messages (the sample id).
+
+    Notes
+    -----
+    The epoch's point sources (the moving-object partners it offers) are
+    found once per threshold and kept with it, so one epoch serves every
+    candidate image of its field; treat the arrays as read-only.
     """
 
     mjd: float
@@ -117,6 +124,8 @@ class EpochImages:
     microjansky_per_flux: float = math.nan
     mask: np.ndarray | None = None
     name: str = ""
+    _sources: dict[float, pd.DataFrame] = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                                           compare=False)
 
     def __post_init__(self) -> None:
         self.score = _plane(self.score, f"{self.name or 'epoch'} score")
@@ -286,11 +295,17 @@ def _point_sources(epoch: EpochImages, threshold: float) -> pd.DataFrame:
     :func:`astrid.detect.candidates_from_score` on D: the sharpness cut drops
     cosmic rays and hot pixels, which would otherwise pose as a moving object's
     other self; elongated peaks are kept, since a fast asteroid trails.
+    Columns ``x``, ``y``, ``sign`` and ``flux`` (forced, microjansky); found
+    once per epoch and threshold.
     """
-    peaks = detect.candidates_from_score(epoch.score, difference=epoch.difference, mask=epoch.mask,
-                                         threshold=threshold, psf=epoch.psf_difference,
-                                         max_elongation=math.inf)
-    return peaks.loc[peaks["passes_cuts"], ["x", "y", "sign"]]
+    if threshold not in epoch._sources:
+        peaks = detect.candidates_from_score(epoch.score, difference=epoch.difference, mask=epoch.mask,
+                                             threshold=threshold, psf=epoch.psf_difference,
+                                             max_elongation=math.inf)
+        peaks = peaks.loc[peaks["passes_cuts"], ["x", "y", "sign"]].reset_index(drop=True)
+        peaks["flux"] = _forced_flux(epoch, peaks[["x", "y"]].to_numpy(float))
+        epoch._sources[threshold] = peaks
+    return epoch._sources[threshold]
 
 
 def context_features(
@@ -620,7 +635,6 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
         return best, hours, mutual, count
     options = {"match_radius": match_radius, "max_pixels": max_pixels, "max_ratio": max_ratio,
                "compare_flux": bool(np.isfinite(current.microjansky_per_flux))}
-    mine = None  # this epoch's detections, found once when first needed
     for epoch in partners:
         if not 0 < abs(current.mjd - epoch.mjd) <= max_days:
             continue
@@ -634,18 +648,16 @@ def _motion(xy: np.ndarray, sign: np.ndarray, flux: np.ndarray, current: EpochIm
         pxy = peaks[["x", "y"]].to_numpy(float)
         # ... and nothing now at the partner's
         gone = _occupied(current, pxy, match_radius, threshold) != 1
-        pxy, psign = pxy[gone], peaks["sign"].to_numpy(float)[gone]
+        pxy, psign, pflux = (pxy[gone], peaks["sign"].to_numpy(float)[gone],
+                             peaks["flux"].to_numpy(float)[gone])
         if not len(pxy):
             continue
-        pflux = _forced_flux(epoch, pxy)
         forward, dist = _match_costs(xy, sign, flux, pxy, psign, pflux, **options)
         forward[~empty] = np.inf
         count += np.isfinite(forward).sum(axis=1)
-        if mine is None:
-            found = _point_sources(current, partner_threshold)
-            fxy = found[["x", "y"]].to_numpy(float)
-            mine = (fxy, found["sign"].to_numpy(float), _forced_flux(current, fxy))
-        fxy, fsign, fflux = mine
+        found = _point_sources(current, partner_threshold)
+        fxy, fsign, fflux = (found[["x", "y"]].to_numpy(float), found["sign"].to_numpy(float),
+                             found["flux"].to_numpy(float))
         keep = _occupied(epoch, fxy, match_radius, threshold) == 0
         fxy, fsign, fflux = fxy[keep], fsign[keep], fflux[keep]
         order = np.argsort(forward, axis=1)[:, :tries]
@@ -696,6 +708,7 @@ def epoch_context(
     motion_flux_ratio: float = 3.0,
     motion_threshold: float = 4.0,
     pixel_scale: float | None = None,
+    epochs: MutableMapping[str, EpochImages] | None = None,
 ) -> pd.DataFrame:
     """Temporal context of one epoch's candidates from the other epochs of the same field.
 
@@ -721,6 +734,10 @@ def epoch_context(
         As in :func:`context_features` (S_corr sigma, pixels, arcsec, days, ratio, sigma).
     pixel_scale : float, optional
         Arcsec per pixel; default the sample's survey preset.
+    epochs : dict, optional
+        Epochs already read, by sample id; those still needed are read and
+        added. Passing one dict to the calls for a field's samples reads each
+        epoch, and finds its point sources, once (:func:`kind_table` does).
 
     Returns
     -------
@@ -743,11 +760,13 @@ def epoch_context(
         raise ValueError(msg)
     same_band = _field_epochs(manifest, sample, causal=causal)
     same_night = _field_epochs(manifest, sample, causal=causal, within_days=motion_days)
-    needed = {s["id"]: s for s in (*same_band, *same_night)}
-    read = {sid: read_epoch(manifest, s) for sid, s in needed.items()}
+    read = {} if epochs is None else epochs
+    for s in (sample, *same_band, *same_night):
+        if s["id"] not in read:
+            read[s["id"]] = read_epoch(manifest, s)
     others = [read[s["id"]] for s in same_band]
     partners = [read[s["id"]] for s in same_night]
-    return context_features(candidates, read_epoch(manifest, sample), others, partners=partners,
+    return context_features(candidates, read[sample["id"]], others, partners=partners,
                             threshold=threshold,
                             match_radius=match_radius, motion_radius=motion_radius,
                             motion_days=motion_days, motion_flux_ratio=motion_flux_ratio,
@@ -1073,7 +1092,10 @@ def kind_table(
         msg = f"method must be 'baseline' or 'unet', got {method!r}"
         raise ValueError(msg)
     frames = []
+    field, epochs = None, {}  # the epochs of one field, read once (images come field by field)
     for image in images:
+        if image.sample.get("field") != field:
+            field, epochs = image.sample.get("field"), {}
         cands = image.baseline if method == "baseline" else image.unet
         if cands.empty:
             continue
@@ -1086,7 +1108,8 @@ def kind_table(
         objects = np.full(len(cands), "", dtype=object)
         if "object_id" in image.truth:
             objects[matched] = image.truth["object_id"].to_numpy(str)[table.truth_index[matched]]
-        context = epoch_context(manifest, image.sample, cands, causal=causal, **context_options)
+        context = epoch_context(manifest, image.sample, cands, causal=causal, epochs=epochs,
+                                **context_options)
         sample = image.sample
         parts = [
             pd.DataFrame({**{key: sample.get(key) for key in ("id", "field", "epoch", "split", "band")},

@@ -176,6 +176,20 @@ def test_causal_context_ignores_later_epochs_and_other_fields(field):
     assert offline.prev_dt_days == pytest.approx(-1.0)  # nearest epoch in time: the next one
 
 
+def test_shared_epochs_read_each_epoch_once_with_the_same_context(field):
+    xy = np.array([SUPERNOVA[:2], VARIABLE[:2], (MOVER[0], _mover_y(2)), (MOVER[0], _mover_y(3))])
+    fresh = [epoch_context(field, field.samples[k], xy, causal=False, pixel_scale=1.0)
+             for k in range(len(MJDS))]
+    epochs = {}
+    shared = [epoch_context(field, field.samples[k], xy, causal=False, pixel_scale=1.0, epochs=epochs)
+              for k in range(len(MJDS))]
+    for a, b in zip(fresh, shared, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    # every epoch of the field read once (another band only as a same-night partner), no other field's
+    assert sorted(epochs) == sorted(s["id"] for s in field.samples if s["id"] != "other_field")
+    assert shared[2].loc[2, "motion_distance"] == pytest.approx(RATE * 24.0 * 0.04, abs=1.0)
+
+
 def test_masked_and_off_image_positions_do_not_count(field):
     table = epoch_context(field, field.samples[4], pd.DataFrame({"x": [30.0, -20.0], "y": [1.0, 30.0]},
                                                                   index=[7, 9]))
