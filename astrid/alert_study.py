@@ -37,16 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from astrid.alerts import AlertTable
 from astrid.classic import EnsembleScorer, RealBogusClassifier
 from astrid.detect import candidate_features
 from astrid.manifest import Manifest, atomic_write
 from astrid.realdata import (
+    AlertInputs,
     _fwhm,
+    alert_inputs,
     compare_with_ztf,
     cutout_zogy,
     finetune_on_alerts,
     load_alerts,
+    resolve_model,
     score_alerts,
     weak_label,
     weak_label_manifest,
@@ -246,12 +248,11 @@ def _weak_labels(meta: pd.DataFrame) -> np.ndarray:
     return np.array([math.nan if f is None else float(f[0] == "real") for f in found])
 
 
-def _fold_scores(table: AlertTable, rows: np.ndarray, model: Any) -> np.ndarray:
-    """U-Net real scores of the alerts in ``rows`` (NaN elsewhere), in the table's order."""
-    part = AlertTable(triplets=table.triplets[rows], meta=table.meta[rows].reset_index(drop=True))
-    found = score_alerts(part, model)
+def _fold_scores(inputs: AlertInputs, candids: pd.Series, rows: np.ndarray, model: Any) -> np.ndarray:
+    """U-Net real scores of the alerts ``candids[rows]`` (NaN elsewhere), in the order of ``candids``."""
+    found = score_alerts(inputs.subset(candids[rows]), model)
     scores = found.set_index(found["candid"].astype(int))["score"]
-    return scores.reindex(table.meta["candid"].astype(int)).to_numpy(float)
+    return scores.reindex(candids).to_numpy(float)
 
 
 def _traditional(x: pd.DataFrame, labels: np.ndarray, train: np.ndarray, *, seed: int) -> np.ndarray:
@@ -363,7 +364,10 @@ def crossval_alerts(
     x = features.drop(columns=["candid"])
     weak = weak_label_manifest(source, out / "weak_labels", overwrite=True)
     candids = meta["candid"].astype(int)
-    synthetic = _fold_scores(table, np.ones(len(meta), bool), model)
+    if isinstance(model, str | os.PathLike):
+        model = resolve_model(model)[0]
+    inputs = alert_inputs(table, model.config.channels)  # each alert's cutout ZOGY once, for every model
+    synthetic = _fold_scores(inputs, candids, np.ones(len(meta), bool), model)
     frames, runs = [], []
     for k in range(folds):
         val_fold = (k + 1) % folds
@@ -387,7 +391,7 @@ def crossval_alerts(
                     extra_params={"real_fraction": float(r), "fold": k, "crossval_by": by,
                                   "crossval_folds": folds},
                     tags={"finetuned": "true", "crossval": "true"}).model_uri
-            per_method[f"unet_r{float(r):g}"] = _fold_scores(table, is_val | is_test, result.model)
+            per_method[f"unet_r{float(r):g}"] = _fold_scores(inputs, candids, is_val | is_test, result.model)
             runs.append({"fold": k, "real_fraction": float(r), "val_macro_dice": result.best_metric,
                          "seconds": round(result.seconds, 2), "bundle": str(result.bundle), "model_uri": uri})
         known = np.isfinite(labels)

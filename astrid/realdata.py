@@ -89,7 +89,9 @@ __all__ = [
     "SCORE_COLUMNS",
     "SIGN_SCORR_MIN",
     "ZOGY_COLUMNS",
+    "AlertInputs",
     "CutoutZogy",
+    "alert_inputs",
     "compare_with_ztf",
     "curate_catalogs",
     "cutout_zogy",
@@ -695,6 +697,100 @@ def _model_inputs(stamps: np.ndarray, meta: Mapping[str, Any], channels: Sequenc
     return np.stack([np.asarray(images[c], np.float32) for c in channels])
 
 
+@dataclass
+class AlertInputs:
+    """Model input stacks of a table's alerts (:func:`alert_inputs`): the cutout ZOGY done once.
+
+    Attributes
+    ----------
+    stacks : numpy.ndarray
+        ``(N, C, 63, 63)`` float32, one per alert that could be differenced.
+    rows : list of dict
+        ``candid``, ``objectId`` and ``source`` of each stack.
+    skipped : list of dict
+        The table's skipped inputs and the alerts ZOGY failed on (``reason`` ``"zogy_failed"``).
+    channels : tuple of str
+        Channel order of the stacks.
+    """
+
+    stacks: np.ndarray
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    channels: tuple[str, ...]
+
+    def subset(self, candids: Iterable[int]) -> AlertInputs:
+        """Return the inputs of the alerts ``candids`` only (skipped entries of theirs included)."""
+        wanted = {int(c) for c in candids}
+        keep = [i for i, row in enumerate(self.rows) if row["candid"] in wanted]
+        return AlertInputs(self.stacks[keep], [self.rows[i] for i in keep],
+                           [s for s in self.skipped if _candid_in(s.get("candid"), wanted)], self.channels)
+
+
+def _candid_in(value: Any, wanted: set[int]) -> bool:
+    try:
+        return int(value) in wanted
+    except (TypeError, ValueError):
+        return False
+
+
+def alert_inputs(
+    source: Any,
+    channels: Sequence[str],
+    *,
+    max_alerts: int | None = None,
+    max_nan_fraction: float = 0.05,
+    psf: str = "match",
+    difference: str = "ztf",
+    gain: float = 6.2,
+) -> AlertInputs:
+    """Build the model inputs of every alert once, to score them with several models.
+
+    Parameters
+    ----------
+    source : AlertTable, Manifest, path-like or iterable of path-like
+        Alerts (see :func:`load_alerts`).
+    channels : sequence of str
+        The models' input channels (``science``, ``reference``, ``difference``, ``score``).
+    max_alerts, max_nan_fraction, psf, difference, gain
+        As for :func:`score_alerts`.
+
+    Returns
+    -------
+    AlertInputs
+        Pass it to :func:`score_alerts` as ``source``.
+
+    Raises
+    ------
+    ValueError
+        For bad options or unknown channels.
+    """
+    if difference not in {"ztf", "zogy"}:
+        msg = f"difference must be 'ztf' or 'zogy', got {difference!r}"
+        raise ValueError(msg)
+    if psf not in _PSF_MODES:
+        msg = f"psf must be one of {_PSF_MODES}, got {psf!r}"
+        raise ValueError(msg)
+    unknown = sorted(set(channels) - {"science", "reference", "difference", "score"})
+    if unknown or not channels:
+        msg = f"channels must be some of science, reference, difference, score; got {list(channels)!r}"
+        raise ValueError(msg)
+    table = load_alerts(source, max_alerts=max_alerts, max_nan_fraction=max_nan_fraction)
+    skipped = list(table.skipped)
+    stacks, rows = [], []
+    for stamps, meta in zip(table.triplets, table.meta.to_dict("records"), strict=True):
+        try:
+            stacks.append(_model_inputs(stamps, meta, channels, psf=psf, difference=difference, gain=gain))
+        except ValueError as err:
+            skipped.append({"source": meta.get("source", ""), "candid": meta["candid"],
+                            "reason": "zogy_failed", "detail": str(err)})
+            continue
+        rows.append({"candid": int(meta["candid"]), "objectId": meta.get("objectId"),
+                     "source": meta.get("source", "")})
+    shape = (0, len(channels), STAMP_SIZE, STAMP_SIZE)
+    return AlertInputs(np.stack(stacks) if stacks else np.zeros(shape, np.float32), rows, skipped,
+                       tuple(channels))
+
+
 def _skipped_rows(skipped: Iterable[Mapping[str, Any]], name: str, version: str) -> list[dict[str, Any]]:
     return [{"candid": s.get("candid"), "objectId": None, "score": math.nan,
              "score_uncertainty": math.nan, "kind": "", "top_class": "", "model_name": name,
@@ -723,8 +819,9 @@ def score_alerts(
 
     Parameters
     ----------
-    source : AlertTable, Manifest, path-like or iterable of path-like
-        Alerts (see :func:`load_alerts`).
+    source : AlertTable, Manifest, path-like, iterable of path-like or AlertInputs
+        Alerts (see :func:`load_alerts`), or their model inputs from
+        :func:`alert_inputs` (then the reading and ZOGY options here are not used).
     model : TrainedModel, path-like or str
         A model, a bundle folder, or anything :func:`resolve_model` takes.
     max_alerts : int, optional
@@ -760,7 +857,7 @@ def score_alerts(
     Raises
     ------
     ValueError
-        For bad options.
+        For bad options, or inputs built for other channels than the model's.
 
     Examples
     --------
@@ -779,12 +876,6 @@ def score_alerts(
 
     from astrid.model import predict_image
 
-    if difference not in {"ztf", "zogy"}:
-        msg = f"difference must be 'ztf' or 'zogy', got {difference!r}"
-        raise ValueError(msg)
-    if psf not in _PSF_MODES:
-        msg = f"psf must be one of {_PSF_MODES}, got {psf!r}"
-        raise ValueError(msg)
     if not radius >= 0:
         msg = f"radius must be >= 0 pixels, got {radius!r}"
         raise ValueError(msg)
@@ -794,23 +885,21 @@ def score_alerts(
         loaded, name, version = model, "in-memory", ""
     name = model_name or name
     version = str(model_version) if model_version is not None else version
-    table = load_alerts(source, max_alerts=max_alerts, max_nan_fraction=max_nan_fraction)
-    channels = loaded.config.channels
-    skipped = list(table.skipped)
-    stacks, rows = [], []
-    for stamps, meta in zip(table.triplets, table.meta.to_dict("records"), strict=True):
-        try:
-            stacks.append(_model_inputs(stamps, meta, channels, psf=psf, difference=difference, gain=gain))
-        except ValueError as err:
-            skipped.append({"source": meta.get("source", ""), "candid": meta["candid"],
-                            "reason": "zogy_failed", "detail": str(err)})
-            continue
-        rows.append({"candid": int(meta["candid"]), "objectId": meta.get("objectId"),
-                     "source": meta.get("source", "")})
-    if stacks:
+    channels = tuple(loaded.config.channels)
+    if isinstance(source, AlertInputs):
+        if source.channels != channels:
+            msg = f"inputs were built for channels {source.channels}, the model takes {channels}"
+            raise ValueError(msg)
+        inputs = source
+    else:
+        inputs = alert_inputs(source, channels, max_alerts=max_alerts, max_nan_fraction=max_nan_fraction,
+                              psf=psf, difference=difference, gain=gain)
+    rows = [dict(row) for row in inputs.rows]
+    skipped = list(inputs.skipped)
+    if rows:
         multiple = loaded.config.spec.multiple
         tile = -(-max(STAMP_SIZE, multiple) // multiple) * multiple
-        pred = predict_image(loaded, np.stack(stacks), tile_size=tile, overlap=0, batch_size=batch_size,
+        pred = predict_image(loaded, inputs.stacks, tile_size=tile, overlap=0, batch_size=batch_size,
                              device=device, mc_samples=mc_samples, nonfinite="fill", seed=seed)
         classes = list(pred.classes)
         t_codes = [classes.index(k) for k in TRANSIENT_KINDS if k in classes]

@@ -18,6 +18,8 @@ from astrid.model.data import Normalisation, load_split
 from astrid.realdata import (
     CATALOG_COLUMNS,
     SCORE_COLUMNS,
+    AlertInputs,
+    alert_inputs,
     compare_with_ztf,
     curate_catalogs,
     cutout_zogy,
@@ -131,6 +133,25 @@ def test_score_alerts_table_options_and_channels():
     assert scores["score_uncertainty"].between(0, 1).all()
     with pytest.raises(ValueError, match="difference"):
         score_alerts(AlertTable(stamps, meta), model, difference="mine")
+
+
+def test_alert_inputs_score_like_the_table_and_subset_by_candid():
+    stamps = np.stack([_stamp_triplet(seed=s) for s in range(3)])
+    meta = pd.DataFrame({"candid": [11, 12, 13], "objectId": list("abc"), "fwhm": [2.5, 2.8, 3.0]})
+    spec = UNetSpec.named("tiny", n_channels=2)
+    model = TrainedModel(build_unet(2, spec=spec), ModelConfig(spec, ("difference", "score")))
+    inputs = alert_inputs(AlertTable(stamps, meta), model.config.channels)
+    assert isinstance(inputs, AlertInputs) and inputs.stacks.shape == (3, 2, 63, 63)
+    direct = score_alerts(AlertTable(stamps, meta), model)
+    pd.testing.assert_frame_equal(score_alerts(inputs, model), direct)
+    part = score_alerts(inputs.subset([13, 11]), model)
+    assert part["candid"].tolist() == [11, 13]
+    np.testing.assert_allclose(part["score"], direct["score"].to_numpy()[[0, 2]])
+    other = TrainedModel(build_unet(2, spec=spec), ModelConfig(spec, ("science", "difference")))
+    with pytest.raises(ValueError, match="channels"):
+        score_alerts(inputs, other)
+    with pytest.raises(ValueError, match="channels"):
+        alert_inputs(AlertTable(stamps, meta), ("difference", "colour"))
 
 
 def test_resolve_model_errors_name_the_problem(bundle, tmp_path):
