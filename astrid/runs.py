@@ -219,9 +219,25 @@ def read_outputs(output_dir: str | Path) -> dict[str, Any]:
 
 
 def _declared_parameters(notebook: Path) -> set[str]:
+    """Names papermill can set in ``notebook``; every name its ``parameters`` cell assigns must be one."""
+    import ast
+
+    import nbformat
     import papermill
 
-    return set(papermill.inspect_notebook(str(notebook)))
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells
+             if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assigned = {target.id for cell in cells for node in ast.parse(cell.source).body
+                if isinstance(node, ast.Assign | ast.AnnAssign)
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(target, ast.Name)}
+    unread = sorted(assigned - declared)
+    if unread:
+        msg = (f"{notebook.name}: papermill cannot read parameter(s) {unread} of its parameters cell "
+               "(a line it does not parse, e.g. '=' in the comment)")
+        raise ValueError(msg)
+    return declared
 
 
 def _plan(preset: Preset, overrides: dict[str, Any]) -> list[tuple[Step, set[str]]]:

@@ -95,6 +95,19 @@ def test_grid_runs_each_combination(chain, tmp_path):
     assert runs._headline({"headline": [{"model": "unet", "f1": 0.5}]}) == {"unet_f1": 0.5}
 
 
+def test_every_shipped_preset_matches_its_notebooks_parameters():
+    presets = sorted(runs.PRESET_DIR.glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"quick", "full", "real", "surveys"}
+    for preset in presets:
+        runs._plan(runs.load_preset(preset.stem), {})  # raises on a parameter a notebook does not declare
+
+
+def test_a_parameter_papermill_cannot_read_is_named(tmp_path):
+    notebook = _notebook(tmp_path / "c.ipynb", "folds = 3  # at least (>= 3)\nseed = 0", "pass")
+    with pytest.raises(ValueError, match=r"c.ipynb: papermill cannot read parameter\(s\) \['folds'\]"):
+        runs._declared_parameters(notebook)
+
+
 def test_cli_errors_are_clear(capsys):
     assert cli.main(["run", "no_such_preset"]) == 2
     assert "no preset or notebook 'no_such_preset'" in capsys.readouterr().err
