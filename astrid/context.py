@@ -1075,6 +1075,8 @@ def kind_table(
         ``split``, ``band``, ``x``, ``y``, ``kind`` (true kind;
         ``background`` when it matches nothing), ``object_id`` (truth object,
         ``""`` when none), the columns of :data:`astrid.detect.FEATURE_COLUMNS`
+        (and of :data:`astrid.detect.UNET_COLUMNS` where the candidates carry
+        them: the baseline's, collected with a model)
         and :data:`CONTEXT_COLUMNS`, and with ``bands`` those of
         :func:`astrid.colour.colour_columns`.
         Candidates on ambiguous (faint) or unusable truth are left out, as in
@@ -1115,7 +1117,8 @@ def kind_table(
             pd.DataFrame({**{key: sample.get(key) for key in ("id", "field", "epoch", "split", "band")},
                           "x": cands["x"].to_numpy(float), "y": cands["y"].to_numpy(float), "kind": kinds,
                           "object_id": objects}).rename(columns={"id": "sample"}),
-            cands[list(detect.FEATURE_COLUMNS)].reset_index(drop=True),
+            cands[[*detect.FEATURE_COLUMNS, *(c for c in detect.UNET_COLUMNS if c in cands)]
+                  ].reset_index(drop=True),
             context.reset_index(drop=True),
         ]
         if bands is not None:

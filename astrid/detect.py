@@ -17,7 +17,10 @@ candidate, positions as 0-based pixel ``x``, ``y`` like the truth catalog):
   traditional classifier in :mod:`astrid.classic` (columns
   :data:`FEATURE_COLUMNS`);
 * :func:`forced_photometry` - the same PSF fit at given sub-pixel positions
-  of any difference image (e.g. another band's, for colours).
+  of any difference image (e.g. another band's, for colours);
+* :func:`probabilities_at` - the U-Net's class probabilities at any
+  candidate (columns :data:`UNET_COLUMNS`): the network's view of its shape,
+  e.g. for the kind classifier of the baseline's candidates.
 
 Shape measures share one definition (:func:`candidates_from_score` documents
 it), so the baseline's cuts and the classifier's features agree. Stamps for
@@ -43,6 +46,7 @@ __all__ = [
     "FEATURE_COLUMNS",
     "PROBABILITY_COLUMNS",
     "SCORE_COLUMNS",
+    "UNET_COLUMNS",
     "candidate_features",
     "candidate_masks",
     "candidate_positions",
@@ -52,6 +56,7 @@ __all__ = [
     "cutout_triplets",
     "find_stars",
     "forced_photometry",
+    "probabilities_at",
     "segment_probabilities",
 ]
 
@@ -105,6 +110,9 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "science_snr",
 )
 """Columns of :func:`candidate_features`."""
+
+UNET_COLUMNS: tuple[str, ...] = tuple(f"unet_{name}" for name in CLASS_NAMES)
+"""Columns of :func:`probabilities_at`: one per class of :data:`astrid.classes.CLASS_NAMES`."""
 
 _MOMENT_CLIP = 1.0  # moments use D above this many sigma, so noise does not round them
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -981,6 +989,75 @@ def _standardise(image: np.ndarray) -> np.ndarray:
     finite = np.isfinite(image)
     _, median, std = sigma_clipped_stats(image[finite], sigma=3.0, maxiters=5)
     return (image - median) / (std if std > 0 else 1.0)
+
+
+def probabilities_at(
+    probabilities: ArrayLike,
+    candidates: pd.DataFrame | ArrayLike,
+    *,
+    classes: Sequence[str] = CLASS_NAMES,
+    radius: float = 2.0,
+) -> pd.DataFrame:
+    """Each class's largest U-Net probability within ``radius`` pixels of each candidate.
+
+    The peak of an S_corr candidate and the U-Net's region may be a pixel or
+    two apart (and a faint source's probability peaks off its S_corr peak), so
+    each class's map is searched over a disc rather than read at one pixel.
+
+    Parameters
+    ----------
+    probabilities : array_like
+        ``(K, H, W)`` calibrated class probabilities
+        (:attr:`astrid.model.Prediction.probabilities`).
+    candidates : pandas.DataFrame or array_like
+        Table with ``x``, ``y`` (pixels) or an ``(N, 2)`` array.
+    classes : sequence of str
+        Name of each of the ``K`` maps (the model's ``config.classes``).
+    radius : float
+        Search radius in pixels (>= 0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index of ``candidates``, columns :data:`UNET_COLUMNS`; classes the
+        model lacks, and positions off the image, are NaN.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an unknown class, a negative radius or bad positions.
+
+    Examples
+    --------
+    >>> p = np.zeros((len(CLASS_NAMES), 8, 8)); p[0] = 1.0
+    >>> p[:, 4, 5] = 0.0; p[CLASS_NAMES.index("moving"), 4, 5] = 1.0
+    >>> float(probabilities_at(p, [[4.0, 4.0]])["unet_moving"].iloc[0])
+    1.0
+    """
+    prob = np.asarray(probabilities, dtype=float)
+    if prob.ndim != 3 or prob.shape[0] != len(classes):
+        msg = f"probabilities must be (K, H, W) with K = {len(classes)} classes, got shape {prob.shape}"
+        raise ValueError(msg)
+    unknown = sorted(set(classes) - set(CLASS_NAMES))
+    if unknown:
+        msg = f"unknown class(es) {unknown}; known: {list(CLASS_NAMES)}"
+        raise ValueError(msg)
+    if not (isinstance(radius, int | float) and radius >= 0):
+        msg = f"radius must be a non-negative number of pixels, got {radius!r}"
+        raise ValueError(msg)
+    xy, index = candidate_positions(candidates)
+    out = pd.DataFrame(np.nan, index=index, columns=list(UNET_COLUMNS))
+    col, row = np.floor(xy + 0.5).astype(int).T
+    inside = (row >= 0) & (row < prob.shape[1]) & (col >= 0) & (col < prob.shape[2])
+    r = math.ceil(radius)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = np.hypot(xx, yy) <= max(radius, 0.5)
+    for name, plane in zip(classes, prob, strict=True):
+        peak = ndimage.maximum_filter(plane, footprint=disc, mode="nearest")
+        values = np.full(len(xy), np.nan)
+        values[inside] = peak[row[inside], col[inside]]
+        out[f"unet_{name}"] = values
+    return out
 
 
 def candidate_positions(

@@ -183,6 +183,9 @@ def _image_candidates(sample: dict[str, Any], *, root: str, model: Any, options:
     with timer("features"):
         unet = _with_features(unet, images)
         baseline = _with_features(baseline, images)
+        if prediction is not None:  # the network's view of each S_corr peak, for the kind classifier
+            baseline = pd.concat([baseline, detect.probabilities_at(
+                prediction.probabilities, baseline, classes=prediction.classes)], axis=1)
     found = ImageCandidates(
         sample=sample,
         truth=pd.read_csv(manifest.file(sample, "truth")),
@@ -551,7 +554,9 @@ def run_study(
         dataset has g, r and i) and report per-kind recall, type macro-F1 and
         bogus rejection of each under ``kind_ablation``
         (:func:`astrid.classic.feature_ablation`), trained on every image of
-        the train split.
+        the train split. Its base model takes the hand features and the
+        U-Net's class probabilities at each candidate
+        (:func:`astrid.detect.probabilities_at`).
     kind_causal : bool
         Temporal context from earlier epochs only (what an alert stream knows
         at the time); default every epoch of the field, as an offline study
@@ -620,7 +625,7 @@ def run_study(
         "models": models,
     }
     if kind_ablation and len({s.get("field") for s in manifest.samples}) < len(manifest.samples):
-        train += collect_candidates(manifest, splits["train"][max_train_images:], None, **options)
+        train += collect_candidates(manifest, splits["train"][max_train_images:], model, **options)
         result["kind_ablation"] = _kind_ablation(manifest, train, test, seed=seed, causal=kind_causal)
     if any("quality_flag" in image.sample for image in test):
         result["quality_filter"] = _quality_filtered(test, thresholds, shape=shape, survey=survey)
@@ -665,7 +670,9 @@ def _kind_ablation(manifest: Manifest, train: list[ImageCandidates], test: list[
     try:
         tables = {name: kind_table(manifest, images, causal=causal, bands=bands if colour else None)
                   for name, images in (("train", train), ("test", test))}
-        found = feature_ablation(tables["train"], tables["test"], base_columns=detect.FEATURE_COLUMNS,
+        base = [*detect.FEATURE_COLUMNS,
+                *(c for c in detect.UNET_COLUMNS if c in tables["train"] and c in tables["test"])]
+        found = feature_ablation(tables["train"], tables["test"], base_columns=base,
                                  extra=extra, max_iter=300, seed=seed, n_threads=1)
     except ValueError as err:  # too few candidates or kinds in a tiny run
         return {"skipped": str(err)}

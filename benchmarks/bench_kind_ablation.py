@@ -1,13 +1,17 @@
 """Kind classifier with and without colour and temporal context on the full study's data (issue 8).
 
-Run: ``python benchmarks/bench_kind_ablation.py [--fields 48] [--seed N] [--data DIR] [--causal]``
+Run: ``python benchmarks/bench_kind_ablation.py [--fields 48] [--seed N] [--data DIR] [--model BUNDLE]
+[--causal]``
 
 The ``full`` recipe of :data:`astrid.simulate.DATASETS` (g, r, i cycling, ZTF-like pairs of
 visits 30-60 minutes apart, fixed hot pixels; ``--fields`` and ``--seed`` override its number of
 fields and seed, e.g. for a smaller development set that is not the study's) is simulated and
 differenced with ZOGY (on a Dask LocalCluster). :func:`astrid.evaluate.collect_candidates` finds the
 candidates of every image: the S_corr peaks of the baseline detector, or with ``--method unet``
-the U-Net's (from ``--model``, or a tiny one trained for one epoch).
+the U-Net's (from ``--model``, or a tiny one trained for one epoch). With ``--model`` (the
+study's U-Net, trained on the dataset's train split by notebook 03) the baseline's candidates
+also carry the U-Net's class probabilities (:func:`astrid.detect.probabilities_at`), which join
+the hand features in every model, as in the study.
 :func:`astrid.context.kind_table` gives each candidate its true kind, hand features,
 temporal context (``--causal``: earlier epochs only, as an alert stream sees them; default every
 epoch of the field, as an offline study) and colour in the night's other bands.
@@ -38,7 +42,7 @@ from astrid.classes import TRANSIENT_KINDS
 from astrid.classic import feature_ablation
 from astrid.colour import COLOUR_FEATURES
 from astrid.context import CONTEXT_COLUMNS, kind_table
-from astrid.detect import FEATURE_COLUMNS
+from astrid.detect import FEATURE_COLUMNS, UNET_COLUMNS
 from astrid.differencing import difference_dataset
 from astrid.evaluate import collect_candidates
 from astrid.manifest import MANIFEST_NAME, Manifest
@@ -64,13 +68,13 @@ def dataset(root: Path, n_fields: int, seed: int) -> Manifest:
 
 
 def unet(manifest: Manifest, method: str, model_dir: Path | None, scratch: Path):
-    """The U-Net for ``--method unet``: ``model_dir``, or a tiny one trained for one epoch; else None."""
+    """``model_dir``'s U-Net; without it a tiny one trained for one epoch for ``--method unet``, else None."""
     from astrid.model import load_model, train_unet
 
-    if method != "unet":
-        return None  # collect_candidates finds the S_corr peaks alone
     if model_dir is not None:
         return load_model(model_dir)
+    if method != "unet":
+        return None  # collect_candidates finds the S_corr peaks alone
     return train_unet(manifest, model_size="tiny", epochs=1, tiles_per_epoch=128, batch_size=16,
                       output_dir=scratch / "unet", device="cpu", progress=False).model
 
@@ -84,7 +88,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder: reused when it holds a manifest, else made there and kept")
     parser.add_argument("--model", type=Path, default=None,
-                        help="U-Net bundle whose candidates --method unet classifies")
+                        help="U-Net bundle: its class probabilities join the features; --method unet "
+                             "classifies its candidates")
     parser.add_argument("--method", choices=("baseline", "unet"), default="baseline",
                         help="whose candidates to classify")
     parser.add_argument("--causal", action="store_true", help="context from earlier epochs only")
@@ -107,7 +112,8 @@ def main() -> None:
                                        bands=tuple(RECIPE["params"]["bands"]),
                                        motion_radius=args.motion_radius)
         t2 = time.perf_counter()
-        result = feature_ablation(tables["train"], tables["test"], base_columns=FEATURE_COLUMNS,
+        network = [c for c in UNET_COLUMNS if c in tables["train"] and c in tables["test"]]
+        result = feature_ablation(tables["train"], tables["test"], base_columns=[*FEATURE_COLUMNS, *network],
                                   extra=MODELS, max_iter=args.max_iter)
         t3 = time.perf_counter()
     if args.tables is not None:
@@ -123,6 +129,7 @@ def main() -> None:
     print(f"images={len(manifest)}")
     print(f"method={args.method}")
     print(f"causal={args.causal}")
+    print(f"unet_features={bool(network)}")
     print(f"n_train={len(tables['train'])}")
     print(f"n_test={len(test)}")
     for kind in TRANSIENT_KINDS:

@@ -144,6 +144,31 @@ def test_probability_inputs_are_checked():
 # --------------------------------------------------------------------------- cutouts
 
 
+def test_probabilities_at_reads_each_class_near_the_candidate():
+    probs = np.zeros((len(CLASS_NAMES), 20, 20))
+    probs[CLASS_CODES["background"]] = 1.0
+    for k, (x, y) in {"moving": (11, 10), "cosmic_ray": (3, 3)}.items():  # one-pixel regions
+        probs[:, y, x] = 0.0
+        probs[CLASS_CODES[k], y, x] = 0.9
+        probs[CLASS_CODES["background"], y, x] = 0.1
+    table = pd.DataFrame({"x": [10.0, 10.0, 25.0], "y": [10.0, 10.4, 5.0]}, index=[4, 5, 6])
+    near = detect.probabilities_at(probs, table, radius=1.5)
+    assert list(near.index) == [4, 5, 6] and list(near.columns) == list(detect.UNET_COLUMNS)
+    assert near.loc[4, "unet_moving"] == pytest.approx(0.9)  # one pixel away
+    assert near.loc[4, "unet_cosmic_ray"] == 0.0 and near.loc[4, "unet_background"] == 1.0
+    assert near.loc[6].isna().all()  # off the image
+    assert detect.probabilities_at(probs, table, radius=0.0).loc[4, "unet_moving"] == 0.0
+    # a model with fewer classes leaves the others NaN
+    two = detect.probabilities_at(probs[:2], table, classes=CLASS_NAMES[:2])
+    assert two[["unet_moving"]].isna().all().all() and two["unet_background"].notna().iloc[0]
+    with pytest.raises(ValueError, match="K = 9 classes"):
+        detect.probabilities_at(probs[:3], table)
+    with pytest.raises(ValueError, match="unknown class"):
+        detect.probabilities_at(probs[:1], table, classes=("star",))
+    with pytest.raises(ValueError, match="radius"):
+        detect.probabilities_at(probs, table, radius=-1.0)
+
+
 def test_cutout_triplet_pads_with_nan():
     sci = np.arange(64.0).reshape(8, 8)
     stamp = detect.cutout_triplet(sci, sci + 100, sci + 200, 7.2, 0.4, size=5)

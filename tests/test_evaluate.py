@@ -3,7 +3,7 @@ import json
 import pandas.testing as pd_testing
 import pytest
 
-from astrid import cli, evaluate, runs
+from astrid import cli, detect, evaluate, runs
 
 REQUIRED = {"precision", "recall", "f1", "fp_per_image", "iou", "centroid_error_px",
             "artifact_rejection", "type_macro_f1", "ece", "brier", "snr50", "seconds_per_image"}
@@ -97,6 +97,10 @@ def test_candidates_without_a_model_are_the_baseline_peaks_alone(tmp_path, bundl
     for a, b in zip(alone, both, strict=True):
         assert a.unet.empty and not a.segmentation.any()
         assert len(a.baseline) > 0
-        pd_testing.assert_frame_equal(a.baseline, b.baseline)  # the same peaks and features
+        # the same peaks and features; with a model, also the U-Net's class probabilities at each
+        assert not set(detect.UNET_COLUMNS) & set(a.baseline)
+        pd_testing.assert_frame_equal(a.baseline, b.baseline.drop(columns=list(detect.UNET_COLUMNS)))
+        probabilities = b.baseline[list(detect.UNET_COLUMNS)]
+        assert probabilities.notna().all().all() and probabilities.stack().between(0, 1).all()
         assert evaluate.match_candidates(a, "baseline", "peak_score").truth_index.tolist() == \
             evaluate.match_candidates(b, "baseline", "peak_score").truth_index.tolist()
