@@ -9,7 +9,8 @@ reference):
   difference stamp (:func:`summarise_zogy` gives the distribution).
 * :func:`score_alerts` scores every alert with a U-Net (bundle, registered
   model or URI, resolved by :func:`resolve_model`); this is what
-  ``astrid score-alerts`` runs.
+  ``astrid score-alerts`` runs. :func:`alert_inputs` builds the model inputs
+  (cutout ZOGY) once, to score the same alerts with several models.
 * :func:`compare_with_ztf` measures agreement with ZTF's ``drb`` and with
   known asteroids, and lists the alerts where the two scores disagree most.
 * :func:`weak_label` / :func:`weak_label_map` / :func:`weak_label_manifest`
