@@ -1034,7 +1034,7 @@ def probabilities_at(
     >>> float(probabilities_at(p, [[4.0, 4.0]])["unet_moving"].iloc[0])
     1.0
     """
-    prob = np.asarray(probabilities, dtype=float)
+    prob = np.asarray(probabilities)  # no float64 copy of whole maps: only the disc pixels are read
     if prob.ndim != 3 or prob.shape[0] != len(classes):
         msg = f"probabilities must be (K, H, W) with K = {len(classes)} classes, got shape {prob.shape}"
         raise ValueError(msg)
@@ -1052,10 +1052,12 @@ def probabilities_at(
     r = math.ceil(radius)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     disc = np.hypot(xx, yy) <= max(radius, 0.5)
-    for name, plane in zip(classes, prob, strict=True):
-        peak = ndimage.maximum_filter(plane, footprint=disc, mode="nearest")
-        values = np.full(len(xy), np.nan)
-        values[inside] = peak[row[inside], col[inside]]
+    # the disc's pixels around each candidate only (not a filter over whole maps); the edge repeats
+    rows = np.clip(row[:, None] + yy[disc][None, :], 0, prob.shape[1] - 1)
+    cols = np.clip(col[:, None] + xx[disc][None, :], 0, prob.shape[2] - 1)
+    peak = prob[:, rows, cols].max(axis=2).astype(float) if len(xy) else np.zeros((len(classes), 0))
+    peak[:, ~inside] = np.nan
+    for name, values in zip(classes, peak, strict=True):
         out[f"unet_{name}"] = values
     return out
 
