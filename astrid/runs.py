@@ -226,12 +226,10 @@ def _declared_parameters(notebook: Path) -> set[str]:
     import papermill
 
     declared = set(papermill.inspect_notebook(str(notebook)))
-    cells = [c for c in nbformat.read(notebook, as_version=4).cells
-             if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assigned = {target.id for cell in cells for node in ast.parse(cell.source).body
-                if isinstance(node, ast.Assign | ast.AnnAssign)
-                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                if isinstance(target, ast.Name)}
+    source = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells
+                       if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {node.id for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
     unread = sorted(assigned - declared)
     if unread:
         msg = (f"{notebook.name}: papermill cannot read parameter(s) {unread} of its parameters cell "
