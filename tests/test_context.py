@@ -1,6 +1,7 @@
 """Temporal context: light curves, motion and persistence from the other epochs of a field."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +177,19 @@ def test_causal_context_ignores_later_epochs_and_other_fields(field):
     assert offline.prev_dt_days == pytest.approx(-1.0)  # nearest epoch in time: the next one
 
 
-def test_shared_epochs_read_each_epoch_once_with_the_same_context(field):
+def test_shared_epochs_read_each_epoch_once_with_the_same_context(field, monkeypatch):
     xy = np.array([SUPERNOVA[:2], VARIABLE[:2], (MOVER[0], _mover_y(2)), (MOVER[0], _mover_y(3))])
+    searches = []  # epochs whose point sources were searched (the moving-object partners)
+    find = detect.candidates_from_score
+    monkeypatch.setattr(detect, "candidates_from_score", lambda score, **kw: searches.append(id(score))
+                        or find(score, **kw))
     fresh = [epoch_context(field, field.samples[k], xy, causal=False, pixel_scale=1.0)
              for k in range(len(MJDS))]
-    epochs = {}
+    n_fresh, epochs = len(searches), {}
     shared = [epoch_context(field, field.samples[k], xy, causal=False, pixel_scale=1.0, epochs=epochs)
               for k in range(len(MJDS))]
+    # epochs 2 and 3 are the night's two visits: each searched once, not once per image that needs it
+    assert len(searches) - n_fresh == 2 < n_fresh
     for a, b in zip(fresh, shared, strict=True):
         pd.testing.assert_frame_equal(a, b)
     # every epoch of the field read once (another band only as a same-night partner), no other field's
@@ -370,6 +377,18 @@ def test_kind_table_labels_the_study_candidates(field):
     assert list(coloured.columns) == [*table.columns, *colour_columns(("g", "r"))]
     sn = coloured[coloured.object_id == "sn0"]
     assert (sn.snr_r > 5).all() and sn.snr_g.isna().all()
+    assert not set(detect.UNET_COLUMNS) & set(table.columns)
+    # candidates collected with a U-Net carry its class probabilities into the table, row for row
+    with_unet = [replace(r, baseline=r.baseline.assign(**{c: 0.25 for c in detect.UNET_COLUMNS})
+                         .assign(unet_moving=np.arange(len(r.baseline)) / 100.0)) for r in rows]
+    networked = kind_table(field, with_unet, pixel_scale=1.0)
+    assert set(detect.UNET_COLUMNS) <= set(networked.columns)
+    pd.testing.assert_frame_equal(networked.drop(columns=list(detect.UNET_COLUMNS)), table)
+    assert (networked.unet_supernova == 0.25).all()
+    for image in with_unet:
+        got = networked[networked["sample"] == image.sample["id"]]
+        want = image.baseline.set_index(["x", "y"]).loc[list(zip(got.x, got.y, strict=True)), "unet_moving"]
+        np.testing.assert_array_equal(got.unet_moving.to_numpy(), want.to_numpy())
     with pytest.raises(ValueError, match="method"):
         kind_table(field, rows, method="classic")
 
